@@ -1,0 +1,100 @@
+"""Masks held the ``torch.nn.utils.prune`` way: ``weight_orig`` + ``weight_mask`` and a forward pre-hook.
+
+A pruned model therefore interoperates with the PyTorch ecosystem: :func:`make_permanent` is
+``prune.remove``, and :func:`load_pruned_state_dict` loads a pruned state_dict into a fresh model of the same
+architecture. Masks only shrink: :func:`shrink_mask` multiplies the new mask into the existing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+__all__ = [
+    "current_mask",
+    "is_pruned",
+    "load_pruned_state_dict",
+    "make_permanent",
+    "mask_snapshot",
+    "masked_parameters",
+    "restore_masks",
+    "shrink_mask",
+]
+
+PRUNABLE_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def is_pruned(module: nn.Module, name: str = "weight") -> bool:
+    return hasattr(module, f"{name}_mask")
+
+
+def current_mask(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """The module's mask for ``name`` (all ones if it was never pruned)."""
+    if is_pruned(module, name):
+        return getattr(module, f"{name}_mask")
+    return torch.ones_like(getattr(module, name))
+
+
+def shrink_mask(module: nn.Module, name: str, keep: torch.Tensor) -> None:
+    """AND ``keep`` into the module's mask for ``name``, installing prune's reparametrisation if needed."""
+    keep = keep.to(device=getattr(module, name).device)
+    if not is_pruned(module, name):
+        prune.custom_from_mask(module, name, keep)
+        return
+    mask = getattr(module, f"{name}_mask")
+    mask.mul_(keep.to(mask.dtype))
+    # refresh the visible tensor now, as prune's pre-hook would at the next forward
+    setattr(module, name, getattr(module, f"{name}_orig") * mask)
+
+
+def masked_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
+    """Yield ``(module_path, module, param_name)`` for every masked parameter of ``model``."""
+    for path, module in model.named_modules():
+        for name, _ in list(module.named_buffers(recurse=False)):
+            if name.endswith("_mask") and hasattr(module, name[: -len("_mask")] + "_orig"):
+                yield path, module, name[: -len("_mask")]
+
+
+def mask_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every mask (prune masks and ResidualBlock shortcut masks), keyed by state_dict name."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.endswith("_mask")}
+
+
+def restore_masks(model: nn.Module, snapshot: Mapping[str, torch.Tensor]) -> None:
+    """Undo mask changes made after ``snapshot``: masks installed since become all ones, others reset."""
+    state = model.state_dict()
+    with torch.no_grad():
+        for key, value in state.items():
+            if key.endswith("_mask") and key not in snapshot:
+                value.fill_(1)  # a mask installed since the snapshot: all ones is the unpruned state
+        for key, value in snapshot.items():
+            state[key].copy_(value)
+    for _, module, name in masked_parameters(model):
+        setattr(module, name, getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask"))
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """``prune.remove`` on every masked parameter: zeros become plain zeros in ``weight``."""
+    for _, module, name in list(masked_parameters(model)):
+        prune.remove(module, name)
+    return model
+
+
+def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+    """Load a (possibly pruned) state_dict into ``model``, installing the masks it names first."""
+    modules = dict(model.named_modules())
+    for key in state_dict:
+        if not key.endswith("_orig"):
+            continue
+        path, _, pname = key[: -len("_orig")].rpartition(".")
+        module = modules.get(path)
+        if module is None:
+            raise KeyError(f"state_dict names {key!r} but the model has no module {path!r}")
+        if not is_pruned(module, pname):
+            prune.identity(module, pname)
+    model.load_state_dict(state_dict, strict=strict)
+    for _, module, name in masked_parameters(model):
+        setattr(module, name, getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask"))

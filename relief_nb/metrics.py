@@ -1,0 +1,121 @@
+"""Sparsity metrics: remaining parameters (two conventions), compression, alive units, FLOPs.
+
+Conventions:
+
+* ``paper``: weights and biases of Conv2d and Linear layers (the paper's count, BatchNorm excluded);
+* ``all``: every ``nn.Module`` parameter (BatchNorm affine parameters included), masks applied.
+
+FLOPs count 2 per multiply-accumulate of Conv2d and Linear layers, as ``torch.utils.flop_counter`` does
+(dense totals agree with it exactly); the sparse count keeps only surviving kernels and connections.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .masks import current_mask
+from .relief import alive_units
+from .structure import LayerNode, PruningGraph
+
+__all__ = ["count_parameters", "dense_flops_torch", "layer_table", "summary"]
+
+
+def _remaining(module: nn.Module, name: str) -> tuple[int, int]:
+    p = getattr(module, f"{name}_orig", None)
+    if p is None:
+        p = getattr(module, name, None)
+    if p is None:
+        return 0, 0
+    return p.numel(), int((current_mask(module, name) != 0).sum())
+
+
+def count_parameters(model: nn.Module, graph: PruningGraph, convention: str = "paper") -> tuple[int, int]:
+    """``(total, remaining)`` parameters under ``convention`` ("paper" or "all")."""
+    if convention == "paper":
+        total = remaining = 0
+        for layer in graph.layers():
+            for name in ("weight", "bias"):
+                t, r = _remaining(layer.module, name)
+                total, remaining = total + t, remaining + r
+        return total, remaining
+    if convention == "all":
+        total = remaining = 0
+        for module in model.modules():
+            for pname, p in module.named_parameters(recurse=False):
+                name = pname[: -len("_orig")] if pname.endswith("_orig") else pname
+                mask = getattr(module, f"{name}_mask", None)
+                total += p.numel()
+                remaining += p.numel() if mask is None else int((mask != 0).sum())
+        return total, remaining
+    raise ValueError(f"unknown convention {convention!r}; use 'paper' or 'all'")
+
+
+def _layer_flops(layer: LayerNode) -> tuple[int, int]:
+    """(dense, sparse) FLOPs of one layer for one example."""
+    m = layer.module
+    mask = current_mask(m, "weight") != 0
+    if isinstance(m, nn.Conv2d):
+        positions = int(torch.tensor(layer.out_shape[1:]).prod())
+        per_weight = 2 * positions
+    else:
+        per_weight = 2
+    return per_weight * mask.numel(), per_weight * int(mask.sum())
+
+
+def dense_flops_torch(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Dense FLOPs of one example as ``torch.utils.flop_counter`` counts them."""
+    param = next(model.parameters())
+    x = torch.zeros(1, *input_shape, dtype=param.dtype, device=param.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def layer_table(model: nn.Module, graph: PruningGraph) -> pd.DataFrame:
+    """One row per Conv2d / Linear layer: weights, remaining fraction, alive units, FLOPs."""
+    rows = []
+    for layer in graph.layers():
+        w_total, w_left = _remaining(layer.module, "weight")
+        b_total, b_left = _remaining(layer.module, "bias")
+        dense, sparse = _layer_flops(layer)
+        rows.append({
+            "layer": layer.name,
+            "kind": layer.kind,
+            "weights": w_total,
+            "weights_remaining": w_left,
+            "biases": b_total,
+            "biases_remaining": b_left,
+            "remaining_fraction": (w_left + b_left) / max(w_total + b_total, 1),
+            "units": layer.out_units,
+            "alive_units": int(alive_units(layer).sum()),
+            "flops_dense": dense,
+            "flops_sparse": sparse,
+        })
+    return pd.DataFrame(rows)
+
+
+def summary(model: nn.Module, graph: PruningGraph) -> dict[str, float]:
+    """Whole-model numbers: remaining parameters (both conventions), compression, FLOPs."""
+    total, left = count_parameters(model, graph, "paper")
+    total_all, left_all = count_parameters(model, graph, "all")
+    table = layer_table(model, graph)
+    flops_dense, flops_sparse = int(table.flops_dense.sum()), int(table.flops_sparse.sum())
+    return {
+        "params_total": total,
+        "params_remaining": left,
+        "compression": total / max(left, 1),
+        "params_all_total": total_all,
+        "params_all_remaining": left_all,
+        "compression_all": total_all / max(left_all, 1),
+        "flops_dense": flops_dense,
+        "flops_sparse": flops_sparse,
+        "flops_reduction": flops_dense / max(flops_sparse, 1),
+    }

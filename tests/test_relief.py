@@ -1,0 +1,309 @@
+"""The pruning pass: every architecture, dead units, backward pruning, residual rule, masks, bad input."""
+
+import pytest
+import torch
+from torch import nn
+
+from relief_nb import relief as relief_module
+from relief_nb.masks import current_mask, load_pruned_state_dict, make_permanent, mask_snapshot
+from relief_nb.metrics import count_parameters, dense_flops_torch, layer_table
+from relief_nb.models import create_model, input_shape_of, list_models
+from relief_nb.relief import ReliefConfig, alive_units, relief_prune
+from relief_nb.structure import UnsupportedModuleError, trace_model
+
+
+def batch_for(name, n=16):
+    return torch.rand(n, *input_shape_of(name))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_one_pass_prunes_every_layer(name):
+    classes = 200 if name.endswith("-64") else 10
+    model = create_model(name, classes, seed=0)
+    graph = relief_prune(model, batch_for(name, 8), ReliefConfig(0.9, 0.95))
+    table = layer_table(model, graph)
+    assert (table.weights_remaining < table.weights).all(), table[["layer", "weights", "weights_remaining"]]
+    assert (table.weights_remaining > 0).all()
+
+
+@pytest.mark.parametrize("config", [
+    ReliefConfig(0.9, 0.95),
+    ReliefConfig.authors_code("lenet", 0.9, 0.95),
+    ReliefConfig.authors_code("vgg", 0.9, 0.95),
+])
+def test_masks_only_shrink_over_passes(config):
+    model = create_model("lenet5", seed=1)
+    x = batch_for("lenet5", 64)
+    relief_prune(model, x, config)
+    first = mask_snapshot(model)
+    relief_prune(model, x, config)
+    for key, mask in mask_snapshot(model).items():
+        if key in first:
+            assert (mask <= first[key]).all(), key
+
+
+def test_alpha_one_prunes_exactly_the_silent_paths():
+    """With alpha = 1 only connections carrying no signal go: those from silent inputs, and (backward
+    pruning) those into units that nobody reads any more."""
+    model = create_model("lenet300-100", seed=0)
+    x = batch_for("lenet300-100", 64)
+    x[:, 0, :3] = 0  # three always-black pixels
+    with torch.no_grad():
+        h1 = torch.relu(model[1](x.flatten(1)))
+        h2 = torch.relu(model[3](h1))
+    live_in, live1, live2 = x.flatten(1).abs().sum(0) > 0, h1.sum(0) > 0, h2.sum(0) > 0
+    assert not live_in.all() and not live1.all()
+    relief_prune(model, x, ReliefConfig(1.0, 1.0, dead_units=False))
+    assert torch.equal(current_mask(model[1]).bool(), live1[:, None] & live_in[None, :])
+    assert torch.equal(current_mask(model[1], "bias").bool(), live1)
+    assert torch.equal(current_mask(model[3]).bool(), live2[:, None] & live1[None, :])
+    assert torch.equal(current_mask(model[5]).bool(), live2[None, :].expand(10, -1))
+
+
+def test_dead_unit_loses_its_incoming_connections():
+    model = create_model("lenet300-100", seed=0)
+    with torch.no_grad():
+        model[1].bias[5] = -1e6  # neuron 5 of the first hidden layer never fires
+    x = batch_for("lenet300-100", 32)
+    with torch.no_grad():
+        fires = torch.relu(model[1](x.flatten(1))).sum(0) > 0
+    assert not fires[5]
+    graph = relief_prune(model, x, ReliefConfig(1.0, 1.0, backward_pruning=False))
+    first = graph.layers()[0].module
+    assert current_mask(first)[5].sum() == 0 and current_mask(first, "bias")[5] == 0
+    assert torch.equal(alive_units(graph.layers()[0]), fires)
+
+
+def test_backward_pruning_linear_to_linear():
+    model = create_model("lenet300-100", seed=0)
+    with torch.no_grad():
+        model[3].weight[:, 7] = 0  # nobody reads neuron 7 of the first hidden layer
+    graph = relief_prune(model, batch_for("lenet300-100", 32), ReliefConfig(1.0, 1.0, dead_units=False))
+    assert current_mask(model[1])[7].sum() == 0 and current_mask(model[1], "bias")[7] == 0
+    assert not alive_units(graph.layers()[0])[7]
+
+
+def test_backward_pruning_across_flatten_and_conv_to_conv():
+    model = create_model("lenet5", seed=0)
+    with torch.no_grad():
+        model[7].weight[:, 3 * 16:4 * 16] = 0  # channel 3 of conv2 (50 x 4 x 4 flattened) is never read
+        model[3].weight[:, 11] = 0  # filter 11 of conv1 is never read by conv2
+    relief_prune(model, batch_for("lenet5", 32), ReliefConfig(1.0, 1.0, dead_units=False))
+    assert current_mask(model[3])[3].sum() == 0 and current_mask(model[3], "bias")[3] == 0
+    assert current_mask(model[0])[11].sum() == 0 and current_mask(model[0], "bias")[11] == 0
+
+
+def test_backward_pruning_through_residual_blocks():
+    model = create_model("resnet20", seed=0)
+    blocks = model.layers
+    with torch.no_grad():
+        # block 2 (16 -> 16) stops reading channel 4: conv1 and shortcut
+        blocks[2].conv1.weight[:, 4] = 0
+        blocks[2].shortcut_mask[4] = 0
+        # block 3 (16 -> 32, option-A pad 8) stops reading its input channel 2 (shortcut lands on channel 10)
+        blocks[3].conv1.weight[:, 2] = 0
+        blocks[3].shortcut_mask[10] = 0
+    cfg = ReliefConfig(1.0, 1.0, dead_units=False, residual_rule=False)
+    relief_prune(model, batch_for("resnet20", 16), cfg)
+    for producer, channel in ((blocks[1], 4), (blocks[2], 2)):
+        assert current_mask(producer.conv2)[channel].sum() == 0
+        assert producer.shortcut_mask[channel] == 0
+        assert current_mask(producer.bn2, "weight")[channel] == 0
+        assert current_mask(producer.bn2, "bias")[channel] == 0
+    # block 1 still reads channels 4 and 2 through its own conv1, so block 0 keeps them
+    assert current_mask(blocks[0].conv2)[4].sum() > 0 and blocks[0].shortcut_mask[4] == 1
+
+
+def test_stem_is_pruned_when_no_block_reads_a_channel():
+    model = create_model("resnet20", seed=0)
+    with torch.no_grad():
+        model.layers[0].conv1.weight[:, 6] = 0
+        model.layers[0].shortcut_mask[6] = 0
+    graph = relief_prune(model, batch_for("resnet20", 16), ReliefConfig(1.0, 1.0, residual_rule=False))
+    assert current_mask(model.stem[0])[6].sum() == 0
+    assert current_mask(model.stem[1], "weight")[6] == 0
+    assert graph.layers()[0].name == "stem.0"
+
+
+def test_residual_rule_removes_dominated_filters_and_shortcuts():
+    model = create_model("resnet20", seed=0)
+    block = model.layers[1]
+    with torch.no_grad():
+        block.bn2.weight[3], block.bn2.bias[3] = 1e-6, 0.0  # residual branch k=3 negligible vs shortcut
+        block.bn2.weight[9], block.bn2.bias[9] = 1e3, 1e3  # residual branch k=9 dwarfs the shortcut
+    relief_prune(model, batch_for("resnet20", 16), ReliefConfig(0.95, 0.99))
+    assert current_mask(block.conv2)[3].sum() == 0 and current_mask(block.bn2, "bias")[3] == 0
+    assert block.shortcut_mask[9] == 0 and current_mask(block.conv2)[9].sum() > 0
+
+
+def test_pruned_state_dict_loads_into_fresh_model_and_can_be_made_permanent():
+    model = create_model("vgg11", seed=0)
+    x = batch_for("vgg11", 8)
+    relief_prune(model, x)
+    model.eval()
+    expected = model(x)
+    fresh = create_model("vgg11", seed=1)
+    load_pruned_state_dict(fresh, model.state_dict())
+    fresh.eval()
+    torch.testing.assert_close(fresh(x), expected)
+    make_permanent(fresh)
+    assert not any(k.endswith("_mask") and "shortcut" not in k for k in fresh.state_dict())
+    torch.testing.assert_close(fresh(x), expected)
+
+
+def test_removed_batchnorm_channels_stay_zero_through_training():
+    model = create_model("vgg11", seed=0)
+    x = batch_for("vgg11", 16)
+    graph = relief_prune(model, x, ReliefConfig(0.8, 0.9))
+    removed = {layer.name: ~alive_units(layer) for layer in graph.layers() if layer.bn is not None}
+    assert any(r.any() for r in removed.values())
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    model.train()
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), torch.randint(0, 10, (16,))).backward()
+        opt.step()
+    for layer in graph.layers():
+        if layer.bn is not None:
+            r = removed[layer.name]
+            assert (layer.bn.weight[r] == 0).all() and (layer.bn.bias[r] == 0).all()
+
+
+SPEC_COUNTS = {
+    "lenet300-100": 266_610, "lenet5": 431_080, "vgg-like": 14_982_474, "vgg16": 15_245_130,
+    "vgg19": 20_554_826, "resnet20": 268_346, "resnet56": 848_954,
+}
+SPEC_ALL = {"resnet20": 269_722, "vgg-like": 14_990_922}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_parameter_counts(name):
+    classes = 200 if name.endswith("-64") else 10
+    model = create_model(name, classes)
+    graph = trace_model(model, input_shape_of(name))
+    total, left = count_parameters(model, graph, "paper")
+    assert total == left
+    manual = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+                 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert total == manual
+    if name in SPEC_COUNTS:
+        assert total == SPEC_COUNTS[name]
+    total_all, _ = count_parameters(model, graph, "all")
+    assert total_all == sum(p.numel() for p in model.parameters())
+    if name in SPEC_ALL:
+        assert total_all == SPEC_ALL[name]
+
+
+@pytest.mark.parametrize("name", ["lenet5", "vgg11", "resnet20"])
+def test_dense_flops_agree_with_torch_flop_counter(name):
+    model = create_model(name)
+    graph = trace_model(model, input_shape_of(name))
+    assert layer_table(model, graph).flops_dense.sum() == dense_flops_torch(model, input_shape_of(name))
+
+
+def test_sparse_flops_count_surviving_kernels():
+    model = create_model("lenet5", seed=0)
+    graph = relief_prune(model, batch_for("lenet5", 32))
+    row = layer_table(model, graph).iloc[0]  # conv1: 24 x 24 outputs
+    assert row.flops_sparse == 2 * 24 * 24 * row.weights_remaining
+
+
+# --- bad input -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [dict(alpha_conv=0.0), dict(alpha_fc=1.5), dict(alpha_conv=-1)])
+def test_config_refuses_alpha_outside_range(kwargs):
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        ReliefConfig(**kwargs)
+
+
+def test_config_refuses_unknown_options():
+    with pytest.raises(ValueError, match="sample_l2"):
+        ReliefConfig(conv_aggregation="max")
+    with pytest.raises(ValueError, match="paper"):
+        ReliefConfig(selection="greedy")
+
+
+def test_empty_batch_is_refused():
+    with pytest.raises(ValueError, match="empty|non-empty"):
+        relief_prune(create_model("lenet5"), torch.zeros(0, 1, 28, 28))
+
+
+def test_batch_of_wrong_shape_is_refused():
+    model = create_model("lenet5")
+    with pytest.raises(ValueError, match="does not fit"):
+        relief_prune(model, torch.zeros(4, 3, 32, 32))
+    graph = trace_model(model, (1, 28, 28))
+    with pytest.raises(ValueError, match=r"expects \(N, 1, 28, 28\)"):
+        relief_prune(model, torch.zeros(4, 1, 32, 32), graph=graph)
+
+
+def test_nan_in_weights_or_batch_is_refused_and_nothing_is_applied():
+    model = create_model("lenet5", seed=0)
+    with torch.no_grad():
+        model[7].weight[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(FloatingPointError, match=r"weight of layer 7"):
+        relief_prune(model, batch_for("lenet5"))
+    assert before.keys() == model.state_dict().keys()
+    bad = batch_for("lenet5")
+    bad[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        relief_prune(create_model("lenet5"), bad)
+
+
+def test_nan_in_activations_is_refused():
+    model = create_model("lenet5", seed=0)
+    with torch.no_grad():
+        model[3].weight.mul_(1e38)  # overflows to inf inside the network
+    with pytest.raises(FloatingPointError, match="activations entering layer|output"):
+        relief_prune(model, batch_for("lenet5"))
+
+
+def test_failure_midway_leaves_masks_untouched(monkeypatch):
+    model = create_model("resnet20", seed=0)
+    x = batch_for("resnet20")
+    relief_prune(model, x)
+    before = mask_snapshot(model)
+
+    def boom(graph):
+        raise RuntimeError("injected failure after conv masks were committed")
+
+    monkeypatch.setattr(relief_module, "_backward_sweep", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        relief_prune(model, x)
+    after = mask_snapshot(model)
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    for name, module in model.named_modules():  # visible weights follow the restored masks
+        if hasattr(module, "weight_mask"):
+            assert torch.equal(module.weight, module.weight_orig * module.weight_mask), name
+
+
+def test_fresh_model_failure_leaves_it_unpruned(monkeypatch):
+    model = create_model("lenet5", seed=0)
+    monkeypatch.setattr(relief_module, "_backward_sweep", lambda g: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        relief_prune(model, batch_for("lenet5"))
+    assert all((current_mask(m) == 1).all() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+class WithLSTMHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(4, 4))
+        self.head = nn.Sequential(nn.Tanh())
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+@pytest.mark.parametrize("model, path", [
+    (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4, 2)), "conv 0"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "module 2"),
+    (WithLSTMHead(), "module head.0"),
+])
+def test_unsupported_module_is_named(model, path):
+    shape = (4, 3, 3) if isinstance(model[0] if isinstance(model, nn.Sequential) else None, nn.Conv2d) else (4,)
+    with pytest.raises(UnsupportedModuleError, match=path):
+        relief_prune(model, torch.rand(2, *shape))
