@@ -1,0 +1,46 @@
+"""relief_nb: Neural network relief (NNrelief, Dekhovich et al., arXiv:2109.10795) for notebooks.
+
+The pieces, each in its own module:
+
+* :mod:`relief_nb.models`: the paper's architectures by name (``create_model("lenet5")``);
+* :mod:`relief_nb.structure`: the model traced once into a pruning graph;
+* :mod:`relief_nb.scores` / :mod:`relief_nb.selection`: importance scores and the alpha rule;
+* :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``);
+* :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks, state_dict round trips, ``make_permanent``;
+* :mod:`relief_nb.metrics`: remaining parameters, compression, alive units, FLOPs;
+* :mod:`relief_nb.data`, :mod:`relief_nb.training`, :mod:`relief_nb.experiment`, :mod:`relief_nb.presets`:
+  data sets, training and the iterative prune-retrain experiment;
+* :mod:`relief_nb.plots`, :mod:`relief_nb.notebooks`, :mod:`relief_nb.cli`: figures, notebooks, command line.
+"""
+
+from .experiment import ExperimentConfig, Run, run_experiment
+from .masks import load_pruned_state_dict, make_permanent
+from .metrics import count_parameters, layer_table, summary
+from .models import create_model, input_shape_of, list_models
+from .presets import experiment_config, list_experiments
+from .relief import ReliefConfig, relief_prune
+from .selection import select
+from .structure import UnsupportedModuleError, trace_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExperimentConfig",
+    "ReliefConfig",
+    "Run",
+    "UnsupportedModuleError",
+    "count_parameters",
+    "create_model",
+    "experiment_config",
+    "input_shape_of",
+    "layer_table",
+    "list_experiments",
+    "list_models",
+    "load_pruned_state_dict",
+    "make_permanent",
+    "relief_prune",
+    "run_experiment",
+    "select",
+    "summary",
+    "trace_model",
+]

@@ -7,6 +7,7 @@ Weights are kaiming-normal; biases and BatchNorm keep PyTorch's defaults (SPEC.m
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,23 +79,23 @@ def _init_weights(model: nn.Module) -> nn.Module:
 
 
 def lenet300_100(num_classes: int = 10, in_features: int = 784) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(in_features, 300), nn.ReLU(inplace=True),
-        nn.Linear(300, 100), nn.ReLU(inplace=True),
-        nn.Linear(100, num_classes),
-    )
+    return nn.Sequential(OrderedDict([
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(in_features, 300)), ("relu1", nn.ReLU(inplace=True)),
+        ("fc2", nn.Linear(300, 100)), ("relu2", nn.ReLU(inplace=True)),
+        ("fc3", nn.Linear(100, num_classes)),
+    ]))
 
 
 def lenet5(num_classes: int = 10, in_channels: int = 1) -> nn.Sequential:
     """Caffe LeNet-5: two 5x5 convs (20, 50 filters), two max-pools, Linear 800-500-classes."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 20, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(20, 50, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(800, 500), nn.ReLU(inplace=True),
-        nn.Linear(500, num_classes),
-    )
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(in_channels, 20, 5)), ("relu1", nn.ReLU(inplace=True)), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(20, 50, 5)), ("relu2", nn.ReLU(inplace=True)), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(800, 500)), ("relu3", nn.ReLU(inplace=True)),
+        ("fc2", nn.Linear(500, num_classes)),
+    ]))
 
 
 VGG_CONFIGS: dict[str, list[int | str]] = {

@@ -1,0 +1,46 @@
+# Two entry points (README): `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+DATA ?= data
+PROFILE ?= cpu
+
+.PHONY: setup run test test-unit test-notebooks lint bench fetch-mnist notebooks clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned through constraints.txt to the local CPU wheel (see README, "Installation")
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[dev,notebooks]" -c constraints.txt
+	touch $@
+
+fetch-mnist: setup
+	$(BIN)/relief-nb fetch mnist --data-dir $(DATA)
+
+# The main job: the LeNet / MNIST table on real MNIST, on this CPU (results/lenet-mnist/).
+run: fetch-mnist
+	$(BIN)/relief-nb reproduce lenet-mnist --profile $(PROFILE) --data-dir $(DATA)
+
+test: fetch-mnist lint test-unit test-notebooks
+
+lint: setup
+	$(BIN)/ruff check relief_nb tests benchmarks
+
+test-unit: setup
+	$(BIN)/pytest -n 2 -q tests
+
+# nbval re-executes the committed smoke-profile notebooks and compares the checked cells
+test-notebooks: setup
+	$(BIN)/pytest -n 2 -q --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+
+# re-execute every notebook in the smoke profile and commit-ready (outputs kept, noise stripped)
+notebooks: fetch-mnist
+	$(BIN)/relief-nb notebook --all --profile smoke --in-place --data-dir $(DATA)
+
+bench: fetch-mnist
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,111 @@
+"""Command line: ``relief-nb {list,fetch,run,notebook,reproduce}`` (see ``relief-nb --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "parse_assignments"]
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """``["alpha_fc=0.9", "tolerance=None"]`` -> dict, values read as Python literals where they parse."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"error: -p expects NAME=VALUE, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = raw
+    return out
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .data import DATASETS
+    from .models import MODELS
+    from .presets import EXPERIMENTS, PROFILES
+
+    print("experiments (relief-nb run NAME --profile P):")
+    for name, cfg in EXPERIMENTS.items():
+        print(f"  {name:20s} {cfg.model} on {cfg.dataset}, alpha_conv={cfg.alpha_conv}, alpha_fc={cfg.alpha_fc}")
+    print(f"profiles: {', '.join(PROFILES)}")
+    print(f"models: {', '.join(sorted(MODELS))}")
+    print(f"data sets: {', '.join(sorted(DATASETS))}")
+    try:
+        from .notebooks import list_notebooks
+    except ImportError:
+        return 0
+    print("notebooks (relief-nb notebook NAME):")
+    for nb in list_notebooks():
+        print(f"  {nb.name:22s} {nb.title}; parameters: {', '.join(nb.parameters)}")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .data import fetch
+
+    print(f"fetched {args.dataset} into {fetch(args.dataset, args.data_dir)}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .experiment import Run
+    from .presets import experiment_config
+
+    cfg = experiment_config(args.experiment, args.profile, **parse_assignments(args.param))
+    run = Run(cfg, args.results_dir, args.data_dir, args.device, progress=not args.no_progress)
+    print(f"run folder: {run.folder}")
+    metrics = run.run(resume=not args.restart)
+    cols = ["iteration", "val_acc", "test_acc", "test_error", "params_remaining", "compression", "flops_reduction"]
+    print(metrics[cols].to_string(index=False))
+    if cfg.synthetic:
+        print("NOTE: synthetic stand-in data: these numbers are not results.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relief-nb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="experiments, profiles, models, data sets and notebooks")
+    p.set_defaults(func=_cmd_list)
+    p = sub.add_parser("fetch", help="download a data set (checksums verified)")
+    p.add_argument("dataset")
+    p.add_argument("--data-dir", default="data")
+    p.set_defaults(func=_cmd_fetch)
+    p = sub.add_parser("run", help="run (or resume) one experiment without a notebook")
+    p.add_argument("experiment")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--results-dir", default="results/runs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_run)
+    try:
+        from .notebooks import add_notebook_commands
+    except ImportError:
+        pass
+    else:
+        add_notebook_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Training and evaluation on in-memory data: fresh optimizer + MultiStepLR per stage, coupled L2 decay."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .data import Dataset, batches, prepare
+
+__all__ = ["TrainConfig", "evaluate", "make_optimizer", "train_epoch"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage (pretraining, or retraining after a pruning step)."""
+
+    epochs: int = 60
+    optimizer: str = "adam"  # "adam" or "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # coupled L2 (added to the gradient), also with Adam, as in the paper's code
+    milestones: tuple[int, ...] = field(default=(30,))
+    gamma: float = 0.1
+    batch_size: int = 120
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if int(self.epochs) < 0 or int(self.batch_size) < 1 or not self.lr > 0:
+            raise ValueError(f"invalid training settings: epochs={self.epochs}, batch_size={self.batch_size}, "
+                             f"lr={self.lr}")
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig):
+    """A fresh optimizer and its MultiStepLR scheduler (stepped once per epoch)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    return opt, sched
+
+
+def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, cfg: TrainConfig,
+                opt: torch.optim.Optimizer, device: torch.device, generator: torch.Generator) -> float:
+    """One shuffled pass over (x, y); returns the mean training loss."""
+    model.train()
+    total, count = 0.0, 0
+    loss_fn = nn.CrossEntropyLoss()
+    for xb, yb in batches(x, y, cfg.batch_size, shuffle=True, generator=generator):
+        inputs = prepare(xb, ds, device, augment=True, generator=generator)
+        targets = yb.to(device, non_blocking=True)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(yb)
+        count += len(yb)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, device: torch.device,
+             batch_size: int = 1000) -> float:
+    """Accuracy (fraction in [0, 1]) of ``model`` on (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for xb, yb in batches(x, y, batch_size):
+        pred = model(prepare(xb, ds, device)).argmax(1)
+        correct += int((pred == yb.to(device)).sum())
+    model.train(was_training)
+    return correct / max(len(y), 1)

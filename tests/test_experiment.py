@@ -1,0 +1,150 @@
+"""The iterative experiment on a small synthetic stand-in: records, resumption, determinism, bad input."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from relief_nb import experiment as experiment_module
+from relief_nb.experiment import CheckpointError, ExperimentConfig, Run, override
+from relief_nb.presets import experiment_config
+from relief_nb.training import TrainConfig
+
+SMALL = dict(synthetic=True, n_train=600, n_test=200, val_size=100, scoring_size=64,
+             pretrain=TrainConfig(2, milestones=(1,), batch_size=60), retrain=TrainConfig(2, milestones=(1,),
+                                                                                           batch_size=60))
+
+
+def small(model="lenet300-100", **kw):
+    return ExperimentConfig(model=model, **{"iterations": 2, **SMALL, **kw})
+
+
+def masks_of(run):
+    return {k: v for k, v in torch.load(run.folder / "final.pt").items() if k.endswith("_mask")}
+
+
+def comparable(metrics: pd.DataFrame) -> pd.DataFrame:
+    return metrics.drop(columns=["wall_time_s"])
+
+
+def test_run_records_every_iteration(tmp_path):
+    run = Run(small(), tmp_path, progress=False)
+    metrics = run.run()
+    assert metrics.iteration.tolist() == [0, 1, 2]
+    assert metrics.compression.iloc[0] == 1 and metrics.compression.is_monotonic_increasing
+    assert metrics.compression.iloc[-1] > 1.5
+    for name in ("config.json", "metrics.csv", "metrics.json", "layers.csv", "final.pt", "checkpoint.pt",
+                 "masks/iter_00.pt", "masks/iter_02.pt"):
+        assert (run.folder / name).exists(), name
+    assert json.loads((run.folder / "run.json").read_text())["synthetic"] is True
+    layers = run.layers()
+    assert set(layers.layer) == {"fc1", "fc2", "fc3"} and len(layers) == 9
+    # masks only shrink from iteration to iteration
+    m1, m2 = (torch.load(run.folder / f"masks/iter_0{i}.pt") for i in (1, 2))
+    for key in m1:
+        if key.endswith("_mask"):
+            assert (m2[key] <= m1[key]).all()
+    assert run.folder.name.startswith("lenet300-100_mnist-synthetic_ac0.9_af0.95_it2_s0_")
+    model = run.load_model()
+    assert sum(int(m.sum()) for k, m in model.state_dict().items() if k.endswith("weight_mask")) > 0
+
+
+def test_rewind_restores_initial_weights_keeping_masks(tmp_path):
+    cfg = small(iterations=1, retrain=TrainConfig(0))
+    run = Run(cfg, tmp_path, progress=False)
+    run.run()
+    state = torch.load(run.folder / "checkpoint.pt", weights_only=False)
+    init, final = state["init"], torch.load(run.folder / "final.pt")
+    assert torch.equal(final["fc1.weight_orig"], init["fc1.weight"])
+    assert (final["fc1.weight_mask"] == 0).any()
+
+
+@pytest.mark.parametrize("model, stop_after", [("lenet300-100", 3), ("lenet5", 4)])
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, model, stop_after):
+    cfg = small(model=model, n_train=400, val_size=100)
+    straight = Run(cfg, tmp_path / "a", progress=False)
+    expected = straight.run()
+    interrupted = Run(cfg, tmp_path / "b", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run(stop_after_epochs=stop_after)  # inside the first retraining
+    state = torch.load(interrupted.checkpoint_path, weights_only=False)
+    assert state["phase"] == "retrain" and state["iteration"] == 1
+    resumed = Run(cfg, tmp_path / "b", progress=False).run()
+    pd.testing.assert_frame_equal(comparable(resumed), comparable(expected))
+    a, b = masks_of(straight), masks_of(interrupted)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_results_other_seed_differs(tmp_path):
+    runs = [Run(small(seed=s), tmp_path / str(i), progress=False) for i, s in enumerate((0, 0, 1))]
+    m = [comparable(r.run()) for r in runs]
+    pd.testing.assert_frame_equal(m[0], m[1])
+    assert not m[0].equals(m[2])
+
+
+def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
+    run = Run(small(iterations=0), tmp_path, progress=False)
+    run.run()
+    good = run.checkpoint_path.read_bytes()
+    run.checkpoint_path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        Run(small(iterations=0), tmp_path, progress=False).run()
+    assert run.checkpoint_path.read_bytes() == good[: len(good) // 2]
+
+
+def test_failed_checkpoint_write_keeps_previous_good_one(tmp_path, monkeypatch):
+    run = Run(small(), tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run.run(stop_after_epochs=1)
+    good = run.checkpoint_path.read_bytes()
+    real_save = torch.save
+
+    def failing_save(obj, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(experiment_module.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        Run(small(), tmp_path, progress=False).run()
+    monkeypatch.setattr(experiment_module.torch, "save", real_save)
+    assert run.checkpoint_path.read_bytes() == good
+
+
+def test_tolerance_stops_and_keeps_last_good_model(tmp_path):
+    run = Run(small(iterations=3, alpha_fc=0.3, tolerance=0.0), tmp_path, progress=False)
+    metrics = run.run()
+    info = json.loads((run.folder / "run.json").read_text())
+    assert info["stopped_early"] and len(metrics) < 4
+    assert (metrics.val_acc >= metrics.val_acc.iloc[0]).all()
+
+
+def test_unknown_names_list_the_known_ones(tmp_path):
+    with pytest.raises(KeyError, match="lenet5"):
+        ExperimentConfig(model="alexnet")
+    with pytest.raises(KeyError, match="cifar10"):
+        ExperimentConfig(dataset="svhn")
+    with pytest.raises(KeyError, match="lenet300-mnist"):
+        experiment_config("alexnet-imagenet")
+    with pytest.raises(KeyError, match="smoke"):
+        experiment_config("lenet5-mnist", "huge")
+    with pytest.raises(ValueError, match="alpha_fc"):
+        override(small(), alpha_fcc=0.3)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        small(alpha_fc=1.2)
+
+
+def test_missing_data_names_the_fetch_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="relief-nb fetch mnist"):
+        Run(ExperimentConfig(), tmp_path, data_dir=tmp_path / "nodata", progress=False).run()
+
+
+def test_presets_follow_the_spec_table():
+    cfg = experiment_config("resnet20-cifar10", "paper")
+    assert (cfg.alpha_conv, cfg.alpha_fc, cfg.iterations) == (0.95, 0.99, 10)
+    assert (cfg.retrain.optimizer, cfg.retrain.lr, cfg.retrain.milestones) == ("sgd", 0.1, (20, 40))
+    assert not cfg.rewinds and experiment_config("lenet5-mnist", "paper").rewinds
+    assert experiment_config("resnet56-cifar100", "paper").scoring_size == 2000
+    smoke = experiment_config("lenet5-mnist", "smoke", retrain_epochs=3)
+    assert smoke.retrain.epochs == 3 and smoke.pretrain.epochs == 2
