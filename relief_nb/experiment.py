@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .baselines import METHODS, prune_to_counts
 from .data import DATASETS, Dataset, load_dataset, prepare, synthetic_dataset
 from .masks import load_pruned_state_dict
 from .metrics import layer_table, summary
@@ -57,6 +58,8 @@ class ExperimentConfig:
     synthetic: bool = False  # a stand-in data set of the right shape (smoke runs; numbers are not results)
     n_train: int | None = None  # subsets for quick runs (None: everything)
     n_test: int | None = None
+    method: str = "relief"  # or a baseline of relief_nb.baselines, pruned to the sparsity of `reference`
+    reference: str | None = None  # NNrelief run folder whose pretrained model and sparsities a baseline uses
 
     def __post_init__(self) -> None:
         self.relief_config()  # validates alphas and options early
@@ -65,6 +68,10 @@ class ExperimentConfig:
             raise KeyError(f"unknown data set {self.dataset!r}; known data sets: {', '.join(sorted(DATASETS))}")
         if int(self.iterations) < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}")
+        if self.method != "relief" and self.reference is None:
+            raise ValueError(f"the {self.method} baseline needs reference=<folder of an NNrelief run>")
         if self.tolerance is not None and self.tolerance < 0:
             raise ValueError(f"tolerance must be >= 0 (a fraction of accuracy), got {self.tolerance}")
 
@@ -96,7 +103,8 @@ class ExperimentConfig:
         """Readable and unique: the main hyperparameters plus a hash of all of them."""
         digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
         data = f"{self.dataset}{'-synthetic' if self.synthetic else ''}"
-        return (f"{self.model}_{data}_ac{self.alpha_conv:g}_af{self.alpha_fc:g}_it{self.iterations}"
+        method = "" if self.method == "relief" else f"_{self.method}"
+        return (f"{self.model}_{data}{method}_ac{self.alpha_conv:g}_af{self.alpha_fc:g}_it{self.iterations}"
                 f"_s{self.seed}_{digest}")
 
 
@@ -277,11 +285,18 @@ class Run:
     def _step(self, state: dict[str, Any]) -> None:
         cfg = self.config
         if state["phase"] == "pretrain":
-            self._train_stage(state, cfg.pretrain, "pretrain")
+            if cfg.reference is not None:  # a baseline starts from the reference run's pretrained model
+                load_pruned_state_dict(self.model, torch.load(Path(cfg.reference) / "masks" / "iter_00.pt",
+                                                              map_location=self.device))
+            else:
+                self._train_stage(state, cfg.pretrain, "pretrain")
             self._finish_iteration(state)
         elif state["phase"] == "prune":
             start = time.perf_counter()
-            relief_prune(self.model, self.scoring_batch, cfg.relief_config(), self.graph)
+            if cfg.method == "relief":
+                relief_prune(self.model, self.scoring_batch, cfg.relief_config(), self.graph)
+            else:
+                self._prune_baseline(state["iteration"])
             state["before"] = self._measure()
             if cfg.rewinds:
                 self._rewind(state["init"])
@@ -291,6 +306,25 @@ class Run:
         elif state["phase"] == "retrain":
             self._train_stage(state, cfg.retrain, f"iteration {state['iteration']}")
             self._finish_iteration(state)
+
+    def _reference_layers(self) -> pd.DataFrame:
+        path = Path(self.config.reference) / "layers.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"reference run {self.config.reference} has no layers.csv; run NNrelief first")
+        return pd.read_csv(path, dtype={"layer": str})
+
+    def _prune_baseline(self, iteration: int) -> None:
+        """Prune to the weights NNrelief kept at this iteration (per layer, or in total for the global one)."""
+        ref = self._reference_layers()
+        ref = ref[ref.iteration == iteration]
+        keep = {row.layer: int(row.weights_remaining) for row in ref.itertuples()}
+        target = sum(keep.values()) if self.config.method == "magnitude_global" else keep
+        prune_to_counts(self.graph, self.config.method, target, self.generator)
+
+    def _last_iteration(self) -> int:
+        if self.config.reference is None:
+            return self.config.iterations
+        return min(self.config.iterations, int(self._reference_layers().iteration.max()))
 
     def _rewind(self, init: dict[str, torch.Tensor]) -> None:
         """Reset weights to their saved initial values, keeping the masks (LeNets, as in the paper)."""
@@ -318,7 +352,7 @@ class Run:
             _atomic_save(self.model.state_dict(), self.folder / "final.pt")
         state["stopped_early"] = stop
         self._write_metrics(state)
-        if stop or k >= cfg.iterations:
+        if stop or k >= self._last_iteration():
             state["done"] = True
             state["best_model"] = state["optimizer"] = state["scheduler"] = None
         else:

@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ class NotebookSpec:
     experiments: tuple[str, ...] = ()
     parameters: tuple[str, ...] = field(default=(
         "profile", "seed", "device", "data_dir", "results_dir", "alpha_conv", "alpha_fc", "iterations",
-        "pretrain_epochs", "retrain_epochs", "progress"))
+        "pretrain_epochs", "retrain_epochs", "progress", "baselines"))
 
     @property
     def path(self) -> Path:
@@ -70,6 +70,7 @@ PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "pretrain_epochs": ((int, type(None)), "integer >= 0 or None"),
     "retrain_epochs": ((int, type(None)), "integer >= 0 or None"),
     "progress": ((bool, str), "True, False or 'auto' (bars unless profile is smoke)"),
+    "baselines": ((bool,), "True or False: also run the magnitude and random baselines"),
 }
 
 
@@ -176,6 +177,38 @@ class Session:
 
     def run_all(self) -> dict[str, Run]:
         return {name: self.run(name) for name in self.spec.experiments}
+
+    def run_baselines(self, runs: dict[str, Run]) -> dict[str, dict[str, Run]]:
+        """Per experiment: its NNrelief run and, if the ``baselines`` parameter is on, each baseline pruned to
+        NNrelief's sparsity at every iteration with the same retraining budget."""
+        from .baselines import BASELINES
+
+        out: dict[str, dict[str, Run]] = {}
+        for name, reference in runs.items():
+            out[name] = {"relief": reference}
+            if not self.params.get("baselines", False):
+                continue
+            for method in BASELINES:
+                cfg = replace(reference.config, method=method, reference=str(reference.folder))
+                run = Run(cfg, self.results / "runs", self.data_dir, self.device, progress=self.progress)
+                run.run()
+                out[name][method] = run
+        return out
+
+    def compare_methods(self, by_method: dict[str, dict[str, Run]]) -> pd.DataFrame:
+        """Test accuracy of every method at each iteration, where all share NNrelief's compression."""
+        frames = []
+        for name, methods in by_method.items():
+            for method, run in methods.items():
+                m = run.metrics()
+                frames.append(pd.DataFrame({"experiment": name, "iteration": m.iteration, "method": method,
+                                            "compression": m.compression.round(2),
+                                            "test_acc": m.test_acc}))
+        df = pd.concat(frames, ignore_index=True)
+        wide = df.pivot_table(index=["experiment", "iteration"], columns="method", values="test_acc")
+        comp = df[df.method == "relief"].set_index(["experiment", "iteration"]).compression
+        table = wide.assign(relief_compression=comp).reset_index()
+        return self.save_table(table, "methods")
 
     def save_table(self, df: pd.DataFrame, name: str) -> pd.DataFrame:
         self.results.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,8 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {name: {} for name in EXPERIMENTS},
     "cpu": {
-        "lenet300-mnist": dict(iterations=10, pretrain=_adam(20, 10), retrain=_adam(10, 7)),
-        "lenet5-mnist": dict(iterations=10, pretrain=_adam(12, 8), retrain=_adam(6, 4)),
+        "lenet300-mnist": dict(iterations=15, pretrain=_adam(20, 10), retrain=_adam(12, 8)),
+        "lenet5-mnist": dict(iterations=12, pretrain=_adam(12, 8), retrain=_adam(6, 4)),
         **{name: dict(iterations=3, n_train=10000, n_test=2000, val_size=1000, pretrain_epochs=10,
                       pretrain_milestones=(7,), retrain_epochs=3, retrain_milestones=(2,))
            for name in ("vgglike-cifar10", "resnet20-cifar10", "resnet56-cifar100", "vgg19-tiny",
