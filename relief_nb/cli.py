@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "parse_assignments"]

@@ -1,0 +1,100 @@
+"""The command line and the notebooks: listing, validation, papermill execution with figures, skipping."""
+
+import json
+
+import nbformat
+import pytest
+
+from relief_nb.cli import main, parse_assignments
+from relief_nb.notebooks import NOTEBOOK_DIR, NOTEBOOKS, check_parameters
+
+
+def test_parse_assignments_reads_literals():
+    assert parse_assignments(["alpha_fc=0.9", "iterations=None", "device=cpu", "baselines=False"]) == {
+        "alpha_fc": 0.9, "iterations": None, "device": "cpu", "baselines": False}
+    with pytest.raises(SystemExit):
+        parse_assignments(["alpha_fc"])
+
+
+def test_list_shows_experiments_and_notebooks(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet300-mnist" in out and "tour" in out and "profiles: paper, cpu, smoke" in out
+
+
+def test_run_command_on_synthetic_smoke(tmp_path, capsys):
+    code = main(["run", "lenet300-mnist", "--profile", "smoke", "-p", "synthetic=True", "--results-dir",
+                 str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "compression" in out and "not results" in out
+
+
+def test_run_command_reports_bad_input(tmp_path, capsys):
+    assert main(["run", "lenet300-mnist", "-p", "alpha_fc=2", "--results-dir", str(tmp_path)]) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+    assert main(["run", "no-such-experiment"]) == 2
+    assert "known experiments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"profile": "smoke", "alpah_fc": 0.9}, "unknown parameter"),
+    ({"profile": "smoke", "seed": "zero"}, "wrong type"),
+    ({"profile": "huge"}, "valid profiles: paper, cpu, smoke"),
+])
+def test_check_parameters_lists_the_valid_ones(params, message):
+    with pytest.raises(ValueError, match=message) as err:
+        check_parameters("lenet-mnist", params)
+    assert "lenet-mnist" in str(err.value)
+
+
+def test_every_notebook_has_one_parameters_cell_matching_its_spec():
+    for name, spec in NOTEBOOKS.items():
+        nb = nbformat.read(spec.path, as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, name
+        names = {line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line}
+        assert names <= set(spec.parameters), name
+        assert "profile" in names and 'profile = "smoke"' in tagged[0].source
+
+
+def test_notebook_command_refuses_unknown_parameter_and_names_the_notebook(tmp_path, capsys):
+    code = main(["notebook", "lenet-mnist", "--profile", "smoke", "-p", "alpah=1", "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "lenet-mnist" in err and "valid parameters" in err
+
+
+def test_bad_profile_stops_the_notebook_in_its_first_cells(tmp_path):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as err:
+        pm.execute_notebook(str(NOTEBOOK_DIR / "summary.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"profile": "huge"}, kernel_name="python3", progress_bar=False)
+    assert "valid profiles" in str(err.value)
+    assert err.value.exec_count <= 4
+
+
+def test_reproduce_skips_tables_without_data_and_runs_the_rest(tmp_path, capsys):
+    code = main(["reproduce", "cifar100", "--profile", "cpu", "--data-dir", str(tmp_path / "nodata"),
+                 "--results-dir", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "skipped cifar100" in out and f"relief-nb fetch cifar100 --data-dir {tmp_path / 'nodata'}" in out
+    assert (tmp_path / "results" / "summary" / "summary.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_tour_executes_headless_with_figures_and_results(tmp_path):
+    code = main(["notebook", "tour", "--profile", "smoke", "--results-dir", str(tmp_path), "--data-dir",
+                 str(NOTEBOOK_DIR.parent / "data")])
+    assert code == 0
+    out = tmp_path / "tour" / "tour.ipynb"
+    nb = nbformat.read(out, as_version=4)
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 5
+    assert "papermill" not in nb.metadata  # timestamps stripped
+    figures = sorted(p.name for p in (tmp_path / "tour" / "figures").glob("*.png"))
+    assert "tour_alpha_rule.png" in figures and "tour_pixels_final.png" in figures
+    runs = list((tmp_path / "tour" / "runs").glob("*/metrics.json"))
+    assert len(runs) == 1 and len(json.loads(runs[0].read_text())) == 3

@@ -1,0 +1,31 @@
+"""Project files agree with each other: environment.yml vs pyproject.toml, console script, notebooks."""
+
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        wanted |= set(extra)
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip) - {"-e ."} == wanted
+
+
+def test_console_script_points_at_cli_main():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["relief-nb"] == "relief_nb.cli:main"
+    from relief_nb.cli import main
+
+    assert callable(main)
+
+
+def test_torch_is_pinned_for_the_cpu_wheel():
+    assert "torch==" in (ROOT / "constraints.txt").read_text()
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
