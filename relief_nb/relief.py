@@ -99,17 +99,19 @@ class _Statistics:
 
     def _layer_hook(self, layer: LayerNode):
         def hook(module: nn.Module, args: tuple) -> None:
-            x = args[0]
-            if not torch.isfinite(x).all():
-                raise FloatingPointError(f"the activations entering layer {layer.name} contain NaN or inf; "
-                                         "check the model's weights and the scoring batch")
+            a = args[0].abs()  # one pass: scores, channel maxima and the finiteness check all use |x|
             scorer = self.scorers[layer.name]
             if isinstance(scorer, ConvScoreAccumulator):
-                scorer.update(x, effective(module))
-                cmax = x.abs().amax(dim=(0, 2, 3))
+                cmax = a.amax(dim=(0, 2, 3))
             else:
-                scorer.update(x)
-                cmax = x.abs().reshape(x.shape[0], layer.in_units, layer.features_per_channel).amax(dim=(0, 2))
+                cmax = a.reshape(a.shape[0], layer.in_units, layer.features_per_channel).amax(dim=(0, 2))
+            if not torch.isfinite(cmax).all():  # amax propagates NaN and inf
+                raise FloatingPointError(f"the activations entering layer {layer.name} contain NaN or inf; "
+                                         "check the model's weights and the scoring batch")
+            if isinstance(scorer, ConvScoreAccumulator):
+                scorer.update(a, effective(module), absolute=True)
+            else:
+                scorer.update(a, absolute=True)
             old = self.channel_max.get(layer.name)
             self.channel_max[layer.name] = cmax if old is None else torch.maximum(old, cmax)
         return hook

@@ -43,8 +43,9 @@ class LinearScoreAccumulator:
         self.abs_sum: torch.Tensor | None = None
         self.count = 0
 
-    def update(self, x: torch.Tensor) -> None:
-        s = x.abs().sum(0)
+    def update(self, x: torch.Tensor, absolute: bool = False) -> None:
+        """Add a chunk of layer inputs ``x`` (N, m); ``absolute=True`` says ``x`` is already ``|x|``."""
+        s = (x if absolute else x.abs()).sum(0)
         self.abs_sum = s if self.abs_sum is None else self.abs_sum + s
         self.count += x.shape[0]
 
@@ -80,8 +81,9 @@ class ConvScoreAccumulator:
         self.positions = positions
         return p.view(n, m.in_channels, -1, positions)
 
-    def update(self, x: torch.Tensor, weight: torch.Tensor) -> None:
-        x = x.abs()
+    def update(self, x: torch.Tensor, weight: torch.Tensor, absolute: bool = False) -> None:
+        """Add a chunk of layer inputs ``x`` (N, C, H, W); ``absolute=True`` says ``x`` is already ``|x|``."""
+        x = x if absolute else x.abs()
         self.count += x.shape[0]
         if self.aggregation != "sample_l2":
             s = x.sum(0)
