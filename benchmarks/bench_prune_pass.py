@@ -11,8 +11,8 @@ import argparse
 import copy
 
 import torch
-
 from common import best_time, markdown_table
+
 from relief_nb.models import create_model, input_shape_of
 from relief_nb.relief import ReliefConfig, relief_prune
 from relief_nb.structure import trace_model

@@ -70,7 +70,8 @@ PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "pretrain_epochs": ((int, type(None)), "integer >= 0 or None"),
     "retrain_epochs": ((int, type(None)), "integer >= 0 or None"),
     "progress": ((bool, str), "True, False or 'auto' (bars unless profile is smoke)"),
-    "baselines": ((bool,), "True or False: also run the magnitude and random baselines"),
+    "baselines": ((bool, list, tuple), "True, False, or a list of this notebook's experiments to run the "
+                  "magnitude and random baselines for"),
 }
 
 
@@ -184,9 +185,10 @@ class Session:
         from .baselines import BASELINES
 
         out: dict[str, dict[str, Run]] = {}
+        wanted = self.params.get("baselines", False)
         for name, reference in runs.items():
             out[name] = {"relief": reference}
-            if not self.params.get("baselines", False):
+            if not (wanted is True or (isinstance(wanted, (list, tuple)) and name in wanted)):
                 continue
             for method in BASELINES:
                 cfg = replace(reference.config, method=method, reference=str(reference.folder))

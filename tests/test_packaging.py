@@ -1,8 +1,8 @@
 """Project files agree with each other: environment.yml vs pyproject.toml, console script, notebooks."""
 
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
