@@ -33,7 +33,7 @@ test-unit: setup
 
 # nbval re-executes the committed smoke-profile notebooks and compares the checked cells
 test-notebooks: setup
-	$(BIN)/pytest -n 2 -q --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+	$(BIN)/pytest -n 2 --dist loadfile -q --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 # re-execute every notebook in the smoke profile and commit-ready (outputs kept, noise stripped)
 notebooks: fetch-mnist

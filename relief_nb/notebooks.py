@@ -75,6 +75,12 @@ PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+def results_folder(results_dir: str | os.PathLike, profile: str, notebook: str) -> Path:
+    """Where a notebook's outputs go; smoke runs live apart so they never overwrite real results."""
+    root = Path(results_dir) / "smoke" if profile == "smoke" else Path(results_dir)
+    return root / notebook
+
+
 def list_notebooks() -> list[NotebookSpec]:
     return list(NOTEBOOKS.values())
 
@@ -119,7 +125,7 @@ class Session:
         self.spec = NOTEBOOKS[notebook]
         self.params = params
         self.profile: str = params["profile"]
-        self.results = Path(params.get("results_dir", "results")) / notebook
+        self.results = results_folder(params.get("results_dir", "results"), self.profile, notebook)
         self.figures = self.results / "figures"
         self.data_dir = Path(params.get("data_dir", "data"))
         self.device = _resolve_device(params.get("device", "auto"))
@@ -162,12 +168,12 @@ class Session:
                                                                                               self.data_dir)
         return ds.subset(cfg.n_train, cfg.n_test) if (cfg.n_train or cfg.n_test) else ds
 
-    def scoring_batch(self, experiment: str, n: int = 500):
-        """``n`` training images of the experiment's data, normalised, on the session's device."""
+    def scoring_batch(self, experiment: str, n: int | None = None):
+        """``n`` training images (default: the experiment's scoring size), normalised, on the device."""
         from .data import prepare
 
         ds = self.dataset(experiment)
-        return prepare(ds.train_x[:n], ds, self.device)
+        return prepare(ds.train_x[: n or self.config(experiment).scoring_size], ds, self.device)
 
     # ---------------------------------------------------------------- runs
     def run(self, experiment: str) -> Run:
@@ -211,6 +217,10 @@ class Session:
         comp = df[df.method == "relief"].set_index(["experiment", "iteration"]).compression
         table = wide.assign(relief_compression=comp).reset_index()
         return self.save_table(table, "methods")
+
+    def gather(self) -> pd.DataFrame:
+        """Every run of this profile's results folder (see :func:`gather_results`)."""
+        return gather_results(self.results.parent)
 
     def save_table(self, df: pd.DataFrame, name: str) -> pd.DataFrame:
         self.results.mkdir(parents=True, exist_ok=True)
@@ -306,7 +316,7 @@ def _execute(name: str, profile: str, extra: dict[str, Any], results_dir: Path, 
         folders = {"results_dir": str(results_dir.resolve()), "data_dir": str(data_dir.resolve())}
         params.update({k: v for k, v in folders.items() if k in spec.parameters})
     check_parameters(name, params)
-    output = spec.path if in_place else results_dir / name / f"{name}.ipynb"
+    output = spec.path if in_place else results_folder(results_dir, profile, name) / f"{name}.ipynb"
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(spec.path), str(output), parameters={} if in_place else params,
                         kernel_name="python3", cwd=str(NOTEBOOK_DIR), progress_bar=False)

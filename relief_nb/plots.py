@@ -123,12 +123,18 @@ def layer_scores(model: nn.Module, batch: torch.Tensor, config: ReliefConfig | N
             for name, acc in accumulators.items()}
 
 
-def plot_score_distributions(scores: Mapping[str, torch.Tensor], title: str = "") -> plt.Figure:
-    """Histograms of the non-zero scores of each layer, normalised by each unit's total (log axis)."""
+def plot_score_distributions(scores: Mapping[str, torch.Tensor], title: str = "",
+                             max_per_layer: int = 20000) -> plt.Figure:
+    """Histograms of the non-zero scores of each layer, normalised by each unit's total (log axis); layers
+    with more than ``max_per_layer`` scores are shown through a fixed random sample of that size."""
     frames = []
+    g = torch.Generator().manual_seed(0)
     for name, s in scores.items():
-        share = s / s.sum(1, keepdim=True).clamp_min(1e-30)
-        values = share[share > 0].flatten().double().numpy()
+        share = s.detach().cpu() / s.detach().cpu().sum(1, keepdim=True).clamp_min(1e-30)
+        values = share[share > 0].flatten()
+        if values.numel() > max_per_layer:
+            values = values[torch.randperm(values.numel(), generator=g)[:max_per_layer]]
+        values = values.double().numpy()
         frames.append(pd.DataFrame({"layer": name, "share of the unit's total score": values}))
     df = pd.concat(frames, ignore_index=True)
     g = sns.displot(df, x="share of the unit's total score", col="layer", col_wrap=min(4, len(scores)),

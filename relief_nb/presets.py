@@ -46,6 +46,10 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
                                       _sgd(40, 20, 30), val_size=10000),
 }
 
+# smoke: (training images, test and validation images); small for the costly conv nets, so CI stays fast
+SMOKE_SIZES = {name: (1200, 300) if name.endswith("mnist") else (64, 32) if "tiny" in name else (320, 80)
+               for name in EXPERIMENTS}
+
 # profile -> experiment -> overrides (see experiment.override: pretrain_epochs etc. reach the stages)
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {name: {} for name in EXPERIMENTS},
@@ -58,9 +62,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                         "resnet18-tiny")},
     },
     "smoke": {
-        name: dict(iterations=2, n_train=300 if "tiny" in name else 1200, n_test=100 if "tiny" in name else 300,
-                   val_size=100 if "tiny" in name else 200, scoring_size=100, pretrain_epochs=2,
-                   pretrain_milestones=(1,), retrain_epochs=1, retrain_milestones=(1,))
+        name: dict(iterations=2, n_train=SMOKE_SIZES[name][0], n_test=SMOKE_SIZES[name][1],
+                   val_size=SMOKE_SIZES[name][1], scoring_size=64, pretrain_epochs=2, pretrain_milestones=(1,),
+                   retrain_epochs=1, retrain_milestones=(1,))
         for name in EXPERIMENTS
     },
 }

@@ -88,13 +88,13 @@ def test_tour_executes_headless_with_figures_and_results(tmp_path):
     code = main(["notebook", "tour", "--profile", "smoke", "--results-dir", str(tmp_path), "--data-dir",
                  str(NOTEBOOK_DIR.parent / "data")])
     assert code == 0
-    out = tmp_path / "tour" / "tour.ipynb"
+    out = tmp_path / "smoke" / "tour" / "tour.ipynb"
     nb = nbformat.read(out, as_version=4)
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert len(images) >= 5
     assert "papermill" not in nb.metadata  # timestamps stripped
-    figures = sorted(p.name for p in (tmp_path / "tour" / "figures").glob("*.png"))
+    figures = sorted(p.name for p in (tmp_path / "smoke" / "tour" / "figures").glob("*.png"))
     assert "tour_alpha_rule.png" in figures and "tour_pixels_final.png" in figures
-    runs = list((tmp_path / "tour" / "runs").glob("*/metrics.json"))
+    runs = list((tmp_path / "smoke" / "tour" / "runs").glob("*/metrics.json"))
     assert len(runs) == 1 and len(json.loads(runs[0].read_text())) == 3
