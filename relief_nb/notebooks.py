@@ -34,7 +34,7 @@ class NotebookSpec:
     experiments: tuple[str, ...] = ()
     parameters: tuple[str, ...] = field(default=(
         "profile", "seed", "device", "data_dir", "results_dir", "alpha_conv", "alpha_fc", "iterations",
-        "pretrain_epochs", "retrain_epochs", "progress", "baselines"))
+        "pretrain_epochs", "retrain_epochs", "progress", "baselines", "baseline_iterations"))
 
     @property
     def path(self) -> Path:
@@ -70,6 +70,7 @@ PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "pretrain_epochs": ((int, type(None)), "integer >= 0 or None"),
     "retrain_epochs": ((int, type(None)), "integer >= 0 or None"),
     "progress": ((bool, str), "True, False or 'auto' (bars unless profile is smoke)"),
+    "baseline_iterations": ((int, type(None)), "iterations of the baselines (None: as many as NNrelief)"),
     "baselines": ((bool, list, tuple), "True, False, or a list of this notebook's experiments to run the "
                   "magnitude and random baselines for"),
 }
@@ -197,7 +198,9 @@ class Session:
             if not (wanted is True or (isinstance(wanted, (list, tuple)) and name in wanted)):
                 continue
             for method in BASELINES:
-                cfg = replace(reference.config, method=method, reference=str(reference.folder))
+                iterations = self.params.get("baseline_iterations") or reference.config.iterations
+                cfg = replace(reference.config, method=method, reference=str(reference.folder),
+                              iterations=min(iterations, reference.config.iterations))
                 run = Run(cfg, self.results / "runs", self.data_dir, self.device, progress=self.progress)
                 run.run()
                 out[name][method] = run
