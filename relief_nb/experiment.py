@@ -165,6 +165,7 @@ class Run:
         self.model = create_model(cfg.model, ds.num_classes, seed=cfg.seed).to(self.device)
         self.graph: PruningGraph = trace_model(self.model, ds.input_shape)
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
+        torch.manual_seed(cfg.seed + 3)  # the global RNG drives dropout; resume restores its state
 
     # ------------------------------------------------------------------ checkpoints
     @property
