@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .data import DATASETS, Dataset, fetch_command, load_dataset
+from .data import DATASETS, Dataset, fetch_command
 from .experiment import ExperimentConfig, Run, _resolve_device
 from .presets import EXPERIMENTS, PROFILES, experiment_config
 
@@ -162,12 +162,8 @@ class Session:
                       "stand-in of the same shape. Its numbers are NOT results.")
 
     def dataset(self, experiment: str) -> Dataset:
-        from .data import synthetic_dataset
-
-        cfg = self.config(experiment)
-        ds = synthetic_dataset(cfg.dataset, seed=cfg.seed) if cfg.synthetic else load_dataset(cfg.dataset,
-                                                                                              self.data_dir)
-        return ds.subset(cfg.n_train, cfg.n_test) if (cfg.n_train or cfg.n_test) else ds
+        """The experiment's data exactly as its run sees it (real or stand-in, subset applied)."""
+        return Run(self.config(experiment), self.results / "runs", self.data_dir, self.device, progress=False)._data()
 
     def scoring_batch(self, experiment: str, n: int | None = None):
         """``n`` training images (default: the experiment's scoring size), normalised, on the device."""
