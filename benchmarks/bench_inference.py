@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-from common import best_time, markdown_table
+from common import interleaved_best, markdown_table
 
 from relief_nb.experiment import ExperimentConfig, Run
 from relief_nb.export import export_pruned, saved_size_bytes
@@ -45,14 +45,15 @@ def measure(name: str, runs: Path, repeat: int, calls: int) -> list[dict]:
     for batch in (1, 256):
         x = torch.rand(batch, *input_shape_of(name))
 
-        def timed(model, x=x):
+        def calls_of(model, x=x):
             def go():
                 with torch.inference_mode():
                     for _ in range(calls):
                         model(x)
-            return best_time(go, repeat) / calls
+            return go
 
-        t = {k: timed(m) for k, m in (("dense", dense), ("exported", exported), ("exported_csr", sparse))}
+        models = {"dense": dense, "exported": exported, "exported_csr": sparse}
+        t = {k: v / calls for k, v in interleaved_best({k: calls_of(m) for k, m in models.items()}, repeat).items()}
         rows.append({"model": name, "batch": batch, "dense_ms": f"{1e3 * t['dense']:.3f}",
                      "exported_ms": f"{1e3 * t['exported']:.3f}", "speedup": f"{t['dense'] / t['exported']:.2f}x",
                      "csr_ms": f"{1e3 * t['exported_csr']:.3f}",

@@ -12,7 +12,7 @@ import argparse
 import copy
 
 import torch
-from common import best_time, markdown_table
+from common import interleaved_best, markdown_table
 
 from relief_nb.data import synthetic_dataset
 from relief_nb.models import create_model
@@ -24,7 +24,7 @@ DATASET_OF = {"lenet300-100": "mnist", "lenet5": "mnist", "resnet20": "cifar10",
 
 def measure(name: str, n: int, repeat: int) -> dict:
     ds = synthetic_dataset(DATASET_OF[name], n_train=n, n_test=10)
-    dense = create_model(name, seed=0)
+    dense = create_model(name, seed=0).to(memory_format=torch.channels_last)  # as experiments train it
     masked = copy.deepcopy(dense)
     relief_prune(masked, ds.train_x[:256].float() / 255, ReliefConfig(0.9, 0.95))
     cfg = TrainConfig(1, batch_size=120)
@@ -35,8 +35,8 @@ def measure(name: str, n: int, repeat: int) -> dict:
         g = torch.Generator().manual_seed(0)
         return lambda: train_epoch(model, ds.train_x, ds.train_y, ds, cfg, opt, device, g)
 
-    t_dense = best_time(epoch(dense), repeat)
-    t_masked = best_time(epoch(masked), repeat)
+    best = interleaved_best({"dense": epoch(dense), "masked": epoch(masked)}, repeat)
+    t_dense, t_masked = best["dense"], best["masked"]
     return {"model": name, "images": n, "dense_epoch_s": f"{t_dense:.2f}", "masked_epoch_s": f"{t_masked:.2f}",
             "overhead": f"{100 * (t_masked / t_dense - 1):+.1f}%"}
 

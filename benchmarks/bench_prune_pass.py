@@ -1,6 +1,11 @@
 """One NNrelief scoring-and-pruning pass against one forward pass of the same model on the same batch.
 
-Target (issue 2): the pass costs at most 3x a forward pass on this CPU (the authors' code: ~800x on VGG-like).
+Target (issue 2): the pass costs at most 3x a forward pass on this CPU (the authors' code: ~240-800x on VGG-like).
+Two references are printed, because a single forward call over 1000 images is itself slow on a CPU (memory
+traffic): ``forward_s`` is ``model(batch)`` in one call, the issue's wording; ``best_forward_s`` is the fastest
+forward of the same batch, in one call or in chunks of 500, 250, 100 or 50 images: the stricter reference. Forward and
+pass are timed in interleaved rounds (best of ``--repeat``), so drift in machine speed hits both alike.
+
     python benchmarks/bench_prune_pass.py            # 1000 images, LeNet-300-100, LeNet-5, VGG-like, ResNet-20
     python benchmarks/bench_prune_pass.py --quick    # small batch, for the test suite
 """
@@ -11,44 +16,54 @@ import argparse
 import copy
 
 import torch
-from common import best_time, markdown_table
+from common import interleaved_best, markdown_table, seconds
 
 from relief_nb.models import create_model, input_shape_of
 from relief_nb.relief import ReliefConfig, relief_prune
-from relief_nb.structure import trace_model
+
+CHUNKS = (1000, 500, 250, 100, 50)
 
 
-def measure(name: str, n: int, repeat: int) -> dict:
+def measure(name: str, n: int, repeat: int, config: ReliefConfig) -> dict:
     torch.manual_seed(0)
     model = create_model(name, seed=0).eval()
     x = torch.rand(n, *input_shape_of(name))
-    graph = trace_model(model, input_shape_of(name))
 
-    def forward() -> None:
-        with torch.no_grad():
-            model(x)
+    @torch.no_grad()
+    def forward(chunk: int) -> None:
+        for start in range(0, n, chunk):
+            model(x[start:start + chunk])
 
-    def prune_pass() -> None:
-        m = copy.deepcopy(model)  # a fresh unpruned copy each time, so every pass does the same work
-        relief_prune(m, x, ReliefConfig(0.9, 0.95), graph=trace_model(m, input_shape_of(name)))
+    def prune_pass() -> None:  # on an unpruned copy each time, so every pass does the same work
+        relief_prune(copy.deepcopy(model), x, config)  # traces the model too, as users call it
 
-    copy_time = best_time(lambda: copy.deepcopy(model), repeat)
-    t_fwd = best_time(forward, repeat)
-    t_prune = best_time(prune_pass, repeat) - copy_time
-    del graph
-    return {"model": name, "images": n, "forward_s": f"{t_fwd:.3f}", "prune_pass_s": f"{t_prune:.3f}",
-            "ratio": f"{t_prune / t_fwd:.2f}"}
+    copy_time = min(seconds(lambda: copy.deepcopy(model)) for _ in range(3))
+    # millisecond-scale models get more rounds, so that each measurement spans at least ~0.5 s in all
+    rounds = max(repeat, min(50, int(0.5 / max(seconds(lambda: forward(n)), 1e-4))))
+    fns = {"forward_one_call": lambda: forward(n)}
+    fns.update({f"forward_chunk_{c}": (lambda c=c: forward(c)) for c in CHUNKS if c < n})
+    best = interleaved_best({**fns, "pass": prune_pass}, rounds)
+    t_pass = best["pass"] - copy_time
+    one_call = best["forward_one_call"]
+    fastest = min(v for k, v in best.items() if k.startswith("forward"))
+    return {"model": name, "images": n, "forward_s": f"{one_call:.3f}", "best_forward_s": f"{fastest:.3f}",
+            "prune_pass_s": f"{t_pass:.3f}", "ratio": f"{t_pass / one_call:.2f}",
+            "ratio_vs_best": f"{t_pass / fastest:.2f}"}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="16 images, one round (for tests)")
     parser.add_argument("--models", nargs="*", default=["lenet300-100", "lenet5", "vgg-like", "resnet20"])
     parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=ReliefConfig.chunk_size,
+                        help="images per forward inside the pass (ReliefConfig.chunk_size)")
     args = parser.parse_args(argv)
-    n, repeat = (16, 1) if args.quick else (args.images, 3)
-    rows = [measure(name, n, repeat) for name in args.models]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    n, repeat = (16, 1) if args.quick else (args.images, args.repeat)
+    config = ReliefConfig(0.9, 0.95, chunk_size=args.chunk_size)  # the paper's scores and selection rule
+    rows = [measure(name, n, repeat, config) for name in args.models]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, pass chunk size {args.chunk_size}")
     print(markdown_table(rows))
     return rows
 

@@ -38,8 +38,7 @@ def prune_to_counts(graph: PruningGraph, method: str, keep: Mapping[str, int] | 
         target = int(keep if isinstance(keep, int) else sum(keep.values()))
         if not 0 < target <= total_left:
             raise ValueError(f"cannot keep {target} weights: {total_left} remain (masks only shrink)")
-        prune.global_unstructured([(m, "weight") for m in layers.values()], prune.L1Unstructured,
-                                  amount=total_left - target)
+        _global_magnitude_prune(list(layers.values()), target)
         return
     if isinstance(keep, int):
         raise ValueError(f"{method} needs a per-layer count of weights to keep")
@@ -49,14 +48,38 @@ def prune_to_counts(graph: PruningGraph, method: str, keep: Mapping[str, int] | 
         if not 0 <= count <= left:
             raise ValueError(f"layer {name}: cannot keep {count} weights, {left} remain (masks only shrink)")
         if method == "magnitude_layer":
-            prune.l1_unstructured(module, "weight", amount=left - count)
+            prune.l1_unstructured(module, "weight", amount=left - count, importance_scores=_magnitudes(module))
         else:
             _random_prune(module, left - count, generator)
 
 
+def _global_magnitude_prune(modules: list, keep: int) -> None:
+    """Keep the ``keep`` largest surviving |weights| over all ``modules`` (L1 global pruning).
+
+    Written here rather than with ``prune.global_unstructured``, which flattens masks with ``view(-1)`` and
+    fails on the channels-last conv weights experiments train with.
+    """
+    magnitudes = torch.cat([_magnitudes(m).abs().flatten() for m in modules])
+    alive = torch.cat([(current_mask(m) != 0).flatten() for m in modules]).nonzero().flatten()
+    kept = torch.zeros_like(magnitudes, dtype=torch.bool)
+    kept[alive[magnitudes[alive].topk(keep).indices]] = True
+    start = 0
+    for m in modules:
+        n = _magnitudes(m).numel()
+        prune.custom_from_mask(m, "weight", kept[start:start + n].view(_magnitudes(m).shape))
+        start += n
+
+
+def _magnitudes(module) -> torch.Tensor:
+    """What torch's L1 pruning ranks by (the unmasked weight), made contiguous: prune flattens it with
+    ``view(-1)``, which fails on channels-last conv weights."""
+    weight = getattr(module, "weight_orig", module.weight)
+    return weight.detach().contiguous()
+
+
 def _random_prune(module, amount: int, generator: torch.Generator | None) -> None:
     """Remove ``amount`` of the remaining weights uniformly at random (seeded, unlike prune.random_*)."""
-    mask = current_mask(module).clone()
+    mask = current_mask(module).clone(memory_format=torch.contiguous_format)  # view(-1) below needs it
     alive = mask.flatten().nonzero().flatten()
     order = torch.randperm(alive.numel(), generator=generator)[:amount].to(alive.device)
     mask.view(-1)[alive[order]] = 0

@@ -54,6 +54,7 @@ class ExperimentConfig:
     conv_aggregation: str = "sample_l2"
     selection: str = "paper"
     tolerance: float | None = None  # stop once val accuracy < baseline - tolerance (fraction, e.g. 0.005)
+    target_compression: float | None = None  # stop at the first iteration whose compression reaches this
     seed: int = 0
     synthetic: bool = False  # a stand-in data set of the right shape (smoke runs; numbers are not results)
     n_train: int | None = None  # subsets for quick runs (None: everything)
@@ -74,6 +75,8 @@ class ExperimentConfig:
             raise ValueError(f"the {self.method} baseline needs reference=<folder of an NNrelief run>")
         if self.tolerance is not None and self.tolerance < 0:
             raise ValueError(f"tolerance must be >= 0 (a fraction of accuracy), got {self.tolerance}")
+        if self.target_compression is not None and not self.target_compression > 1:
+            raise ValueError(f"target_compression must be > 1 (e.g. 50 for 50x), got {self.target_compression}")
 
     def relief_config(self) -> ReliefConfig:
         return ReliefConfig(self.alpha_conv, self.alpha_fc, self.conv_aggregation, self.selection)  # type: ignore[arg-type]
@@ -162,7 +165,8 @@ class Run:
         g = torch.Generator().manual_seed(cfg.seed + 1)
         idx = torch.randperm(len(self.train_y), generator=g)[: cfg.scoring_size]
         self.scoring_batch = prepare(self.train_x[idx], ds, self.device)  # fixed, no augmentation
-        self.model = create_model(cfg.model, ds.num_classes, seed=cfg.seed).to(self.device)
+        model = create_model(cfg.model, ds.num_classes, seed=cfg.seed)
+        self.model = model.to(self.device, memory_format=torch.channels_last)  # matches prepare()'s batches
         self.graph: PruningGraph = trace_model(self.model, ds.input_shape)
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
         torch.manual_seed(cfg.seed + 3)  # the global RNG drives dropout; resume restores its state
@@ -351,9 +355,10 @@ class Run:
             state["layers"] += layers
             _atomic_save(self.model.state_dict(), self.folder / "masks" / f"iter_{k:02d}.pt")
             _atomic_save(self.model.state_dict(), self.folder / "final.pt")
+        reached = cfg.target_compression is not None and row["compression"] >= cfg.target_compression
         state["stopped_early"] = stop
         self._write_metrics(state)
-        if stop or k >= self._last_iteration():
+        if stop or reached or k >= self._last_iteration():
             state["done"] = True
             state["best_model"] = state["optimizer"] = state["scheduler"] = None
         else:

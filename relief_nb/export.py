@@ -62,9 +62,10 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
 def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear: bool = False,
                   graph: PruningGraph | None = None) -> nn.Module:
     """A smaller dense copy of a pruned chain model (see the module docstring)."""
-    if any(isinstance(m, ResidualBlock) for m in model.modules()):
-        raise ExportError("exporting ResNets is not supported: residual channels are shared between blocks; "
-                          "export LeNet or VGG models")
+    block = next((name for name, m in model.named_modules() if isinstance(m, ResidualBlock)), None)
+    if block is not None:
+        raise ExportError(f"module {block} (ResidualBlock) cannot be exported: residual channels are shared "
+                          "between blocks; the exporter handles chains of Conv2d / Linear layers (LeNet, VGG)")
     if not any(hasattr(m, "weight_mask") for m in model.modules()):
         raise ExportError("the model was never pruned (no weight masks): there is nothing to export")
     graph = graph or trace_model(model, input_shape)

@@ -217,6 +217,17 @@ class Session:
         table = wide.assign(relief_compression=comp).reset_index()
         return self.save_table(table, "methods")
 
+    def plot_methods(self, by_method: dict[str, dict[str, Run]]) -> None:
+        """One figure per experiment whose baselines were run: every method's accuracy at equal sparsity."""
+        from .plots import plot_accuracy_vs_parameters
+
+        for name, methods in by_method.items():
+            if len(methods) > 1:
+                fig = plot_accuracy_vs_parameters({m: r.metrics() for m, r in methods.items()},
+                                                  network=methods["relief"].config.model,
+                                                  title=f"{name}: methods at equal sparsity")
+                _show(self.figure(fig, f"{name}_methods"))
+
     def gather(self) -> pd.DataFrame:
         """Every run of this profile's results folder (see :func:`gather_results`)."""
         return gather_results(self.results.parent)
@@ -228,9 +239,13 @@ class Session:
         return df
 
     def figure(self, fig, name: str):
+        """Save ``fig`` as ``figures/<name>.png`` and return it, so the cell shows it once."""
+        import matplotlib.pyplot as plt
+
         from .plots import save_figure
 
         save_figure(fig, self.figures, name)
+        plt.close(fig)  # the returned figure is drawn by the cell's result; an open one would be drawn twice
         return fig
 
     def results_table(self, runs: dict[str, Run]) -> pd.DataFrame:
@@ -247,6 +262,15 @@ class Session:
                                         "params_remaining": m.params_remaining,
                                         "compression": m.compression.round(1)}))
         return pd.concat(frames, ignore_index=True)
+
+
+def _show(fig) -> None:
+    """Display a figure inside a notebook (a no-op elsewhere)."""
+    try:
+        from IPython.display import display
+    except ImportError:
+        return
+    display(fig)
 
 
 def alpha_sweep(scores, alphas=(0.5, 0.8, 0.9, 0.95, 0.99, 1.0), rule: str = "paper") -> pd.DataFrame:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from relief_nb.baselines import prune_baseline, prune_to_counts
+from relief_nb.baselines import BASELINES, prune_baseline, prune_to_counts
 from relief_nb.experiment import ExperimentConfig, Run
 from relief_nb.masks import current_mask
 from relief_nb.models import create_model, input_shape_of
@@ -90,3 +90,16 @@ def test_baseline_experiment_follows_the_reference_sparsity(tmp_path):
             assert layers.weights_remaining.tolist() == ref_layers.weights_remaining.tolist()
     with pytest.raises(ValueError, match="reference"):
         ExperimentConfig(method="random")
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_baselines_work_on_channels_last_models(method):
+    """Experiments train channels-last; torch's own prune helpers flatten with view(-1), which fails there."""
+    model = create_model("lenet5", seed=0).to(memory_format=torch.channels_last)
+    graph = trace_model(model, (1, 28, 28))
+    prune_baseline(graph, method, 0.5, torch.Generator().manual_seed(0))
+    prune_baseline(graph, method, {layer.name: 0.75 for layer in graph.layers()} if method != "magnitude_global"
+                   else 0.75, torch.Generator().manual_seed(0))
+    kept = sum(int((current_mask(layer.module) != 0).sum()) for layer in graph.layers())
+    total = sum(layer.module.weight_orig.numel() for layer in graph.layers())
+    assert abs(kept - round(0.25 * total)) <= len(graph.layers())

@@ -120,6 +120,18 @@ def test_tolerance_stops_and_keeps_last_good_model(tmp_path):
     assert (metrics.val_acc >= metrics.val_acc.iloc[0]).all()
 
 
+def test_target_compression_ends_the_run_at_the_first_iteration_reaching_it(tmp_path):
+    full = Run(small(iterations=4, alpha_fc=0.5), tmp_path / "full", progress=False).run()
+    target = float(full.compression.iloc[2]) - 1e-9  # reached at iteration 2, not before
+    assert full.compression.iloc[1] < target
+    run = Run(small(iterations=4, alpha_fc=0.5, target_compression=target), tmp_path / "target", progress=False)
+    metrics = run.run()
+    assert metrics.iteration.tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(comparable(metrics), comparable(full.iloc[:3]))
+    with pytest.raises(ValueError, match="target_compression"):
+        small(target_compression=0.5)
+
+
 def test_unknown_names_list_the_known_ones(tmp_path):
     with pytest.raises(KeyError, match="lenet5"):
         ExperimentConfig(model="alexnet")

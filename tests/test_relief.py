@@ -307,3 +307,45 @@ def test_unsupported_module_is_named(model, path):
     shape = (4, 3, 3) if isinstance(model[0] if isinstance(model, nn.Sequential) else None, nn.Conv2d) else (4,)
     with pytest.raises(UnsupportedModuleError, match=path):
         relief_prune(model, torch.rand(2, *shape))
+
+
+def test_all_finite_falls_back_to_elements_when_the_sum_overflows():
+    from relief_nb.relief import all_finite
+
+    big = torch.full((4,), 3e38)  # finite entries whose float32 sum is inf
+    assert all_finite(big)
+    assert not all_finite(torch.tensor([1.0, float("nan")]))
+    assert not all_finite(torch.tensor([1.0, float("-inf")]))
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20"])
+def test_scores_do_not_depend_on_memory_format(name):
+    """Experiments train channels-last; the scores (and so the masks) are those of the usual layout."""
+    from relief_nb.plots import layer_scores
+
+    model = create_model(name, seed=0).double().eval()
+    x = batch_for(name, 8).double()
+    dense = layer_scores(model, x)
+    last = layer_scores(model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last))
+    for layer, s in dense.items():
+        torch.testing.assert_close(last[layer], s, rtol=1e-10, atol=1e-12)
+
+
+def test_pruned_models_keep_running_channels_last():
+    """Experiments train channels-last; masks and prepare() must not push any conv back to the NCHW layout."""
+    from relief_nb.baselines import prune_baseline
+    from relief_nb.data import prepare, synthetic_dataset
+
+    ds = synthetic_dataset("mnist", n_train=8, n_test=2)
+    x = prepare(ds.train_x, ds, "cpu")
+    model = create_model("lenet5", seed=0).to(memory_format=torch.channels_last)
+    graph = relief_prune(model, x)
+    prune_baseline(graph, "magnitude_layer", 0.9)
+    outputs = []
+    hooks = [layer.module.register_forward_hook(lambda m, a, out: outputs.append(out)) for layer in graph.layers()
+             if layer.kind == "conv"]
+    model(x)
+    for h in hooks:
+        h.remove()
+    assert len(outputs) == 2
+    assert all(out.stride(1) == 1 for out in outputs)  # channels are the innermost dimension

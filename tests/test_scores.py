@@ -76,9 +76,33 @@ def test_conv_scores_match_loop(mode, bias, case):
     torch.testing.assert_close(got, loop_conv(x, conv, mode), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("form", ["gram", "maps"])
-@pytest.mark.parametrize("spatial", [2, 4, 16])
-def test_gram_and_map_forms_agree(spatial, form):
+STRIDE1_CASES = [
+    dict(kernel_size=3, padding=1),
+    dict(kernel_size=3, padding=0),
+    dict(kernel_size=5, padding=2),
+    dict(kernel_size=5, padding=0),
+    dict(kernel_size=(3, 2), padding=(2, 0)),
+    dict(kernel_size=(2, 4), padding=(1, 3)),
+    dict(kernel_size=1, padding=0),
+]
+
+
+@pytest.mark.parametrize("form", ["patch", "auto"])
+@pytest.mark.parametrize("case", STRIDE1_CASES)
+@pytest.mark.parametrize("hw", [(5, 5), (9, 7), (17, 16)])
+def test_kernel_shapes_and_paddings_match_loop(form, case, hw):
+    conv = nn.Conv2d(3, 4, **case).double()
+    x = torch.randn(4, 3, *hw, dtype=torch.float64)
+    expected = loop_conv(x, conv, "sample_l2")
+    acc = ConvScoreAccumulator(conv, "sample_l2", form=form)
+    acc.update(x[:3], conv.weight)
+    acc.update(x[3:], conv.weight)
+    torch.testing.assert_close(acc.scores(conv.weight, conv.bias), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", ["patch", "pixel"])
+@pytest.mark.parametrize("spatial", [1, 2, 4, 9])
+def test_patch_and_pixel_forms_agree(spatial, form):
     """Both exact forms of the per-sample score give the loop's numbers; the cost model only picks one."""
     conv = nn.Conv2d(8, 16, 3, padding=1, stride=1 + (spatial > 4)).double()
     x = torch.randn(6, 8, spatial, spatial, dtype=torch.float64)
@@ -100,6 +124,32 @@ def test_mean_l2_never_exceeds_sample_l2():
     assert (scores["mean_l2"] < scores["sample_l2"]).any()
 
 
+def test_cost_model_picks_pixel_form_only_for_maps_smaller_than_the_kernel():
+    conv = nn.Conv2d(512, 512, 3, padding=1)
+    acc = ConvScoreAccumulator(conv, "sample_l2")
+    assert acc.chosen_form((2, 2)) == "pixel"
+    assert acc.chosen_form((4, 4)) == "patch"
+    assert acc.chosen_form((32, 32)) == "patch"
+
+
 def test_unknown_aggregation_is_refused():
     with pytest.raises(ValueError, match="sample_l2"):
         ConvScoreAccumulator(nn.Conv2d(1, 1, 3), "median")
+    with pytest.raises(ValueError, match="patch"):
+        ConvScoreAccumulator(nn.Conv2d(1, 1, 3), "sample_l2", form="maps")
+
+
+@pytest.mark.parametrize("form", ["patch", "pixel"])
+def test_chunk_boundaries_do_not_change_scores(monkeypatch, form):
+    """Tiny chunk limits split every stage into many pieces; the scores must not move."""
+    import relief_nb.scores as scores
+
+    conv = nn.Conv2d(3, 5, 3, padding=1, bias=True).double()
+    x = torch.randn(7, 3, 4, 3, dtype=torch.float64)
+    expected = loop_conv(x, conv, "sample_l2")
+    monkeypatch.setattr(scores, "_PATCH_ELEMENTS", 1)
+    monkeypatch.setattr(scores, "_TILE_ELEMENTS", 1)
+    monkeypatch.setattr(scores, "_GRAM_ELEMENTS", 1)
+    acc = ConvScoreAccumulator(conv, "sample_l2", form=form)
+    acc.update(x, conv.weight)
+    torch.testing.assert_close(acc.scores(conv.weight, conv.bias), expected, rtol=1e-10, atol=1e-12)
