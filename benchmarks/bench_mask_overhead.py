@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--models", nargs="*", default=["lenet5", "resnet20"])
     args = parser.parse_args(argv)
-    n, repeat = (240, 1) if args.quick else (6000, 3)
+    n, repeat = (240, 1) if args.quick else (6000, 5)
     rows = [measure(name, n, repeat) for name in args.models]
     print(markdown_table(rows))
     return rows

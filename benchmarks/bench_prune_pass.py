@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="16 images, one round (for tests)")
     parser.add_argument("--models", nargs="*", default=["lenet300-100", "lenet5", "vgg-like", "resnet20"])
     parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--chunk-size", type=int, default=ReliefConfig.chunk_size,
                         help="images per forward inside the pass (ReliefConfig.chunk_size)")
     args = parser.parse_args(argv)

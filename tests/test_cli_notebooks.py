@@ -93,6 +93,8 @@ def test_tour_executes_headless_with_figures_and_results(tmp_path):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert len(images) >= 5
+    per_cell = [sum("image/png" in o.get("data", {}) for o in c.get("outputs", [])) for c in nb.cells]
+    assert max(per_cell) == 1  # each figure is shown once
     assert "papermill" not in nb.metadata  # timestamps stripped
     figures = sorted(p.name for p in (tmp_path / "smoke" / "tour" / "figures").glob("*.png"))
     assert "tour_alpha_rule.png" in figures and "tour_pixels_final.png" in figures
