@@ -59,15 +59,13 @@ def _global_magnitude_prune(modules: list, keep: int) -> None:
     Written here rather than with ``prune.global_unstructured``, which flattens masks with ``view(-1)`` and
     fails on the channels-last conv weights experiments train with.
     """
-    magnitudes = torch.cat([_magnitudes(m).abs().flatten() for m in modules])
+    weights = [_magnitudes(m) for m in modules]
+    magnitudes = torch.cat([w.abs().flatten() for w in weights])
     alive = torch.cat([(current_mask(m) != 0).flatten() for m in modules]).nonzero().flatten()
     kept = torch.zeros_like(magnitudes, dtype=torch.bool)
     kept[alive[magnitudes[alive].topk(keep).indices]] = True
-    start = 0
-    for m in modules:
-        n = _magnitudes(m).numel()
-        prune.custom_from_mask(m, "weight", kept[start:start + n].view(_magnitudes(m).shape))
-        start += n
+    for m, w, part in zip(modules, weights, kept.split([w.numel() for w in weights])):
+        prune.custom_from_mask(m, "weight", part.view(w.shape))
 
 
 def _magnitudes(module) -> torch.Tensor:

@@ -165,8 +165,7 @@ class ConvScoreAccumulator:
                              padding=m.padding, dilation=m.dilation)  # (pixels, out*C, H', W'): columns of A
         a = responses.flatten(2).permute(1, 0, 2)  # (out*C, pixels, positions) = A^T
         ata = torch.bmm(a, a.transpose(1, 2))
-        ia, ib = torch.triu_indices(pixels, pixels, device=k.device)
-        twice = torch.where(ia == ib, 1.0, 2.0).to(k.dtype)
+        ia, ib, twice = _upper_triangle(pixels, ata)
         return (ata[:, ia, ib] * twice).view(out, cin, -1).transpose(0, 1).contiguous()
 
     def _pixel_grams(self, x: torch.Tensor):
@@ -216,10 +215,16 @@ def _add_root_quadratic_forms(total: torch.Tensor, coeff: torch.Tensor, gram: to
             acc += torch.bmm(block, grams[:, :, n0:n0 + samples]).sqrt_().sum(-1)
 
 
+def _upper_triangle(size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices ``(a, b)``, ``a <= b``, of a symmetric ``size x size`` matrix, and the weights (1 on the diagonal,
+    2 off it) that make a sum over the upper triangle equal the sum over the whole matrix."""
+    ia, ib = torch.triu_indices(size, size, device=like.device)
+    return ia, ib, torch.where(ia == ib, 1.0, 2.0).to(like.dtype)
+
+
 def _pair_products(v: torch.Tensor, size: int) -> torch.Tensor:
     """``v[..., a] * v[..., b]`` over the upper triangle ``a <= b`` of ``size``, off-diagonal terms doubled."""
-    ia, ib = torch.triu_indices(size, size, device=v.device)
-    twice = torch.where(ia == ib, 1.0, 2.0).to(v.dtype)
+    ia, ib, twice = _upper_triangle(size, v)
     return v[..., ia] * v[..., ib] * twice
 
 
