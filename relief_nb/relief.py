@@ -34,6 +34,8 @@ from .structure import BlockNode, LayerNode, PruningGraph, trace_model
 
 __all__ = ["ReliefConfig", "all_finite", "effective", "relief_prune"]
 
+_CONV_CHUNK = 250  # default scoring images per forward for models with conv layers (see ReliefConfig.chunk_size)
+
 
 @dataclass(frozen=True)
 class ReliefConfig:
@@ -46,7 +48,10 @@ class ReliefConfig:
     dead_units: bool = True
     residual_rule: bool = True
     backward_pruning: bool = True
-    chunk_size: int = 250  # scoring samples per forward (measured fastest on CPU: benchmarks/bench_prune_pass.py)
+    # scoring images per forward; None: 250 for models with conv layers, whose per-chunk Gram tiles then stay in
+    # cache, and the whole batch for Linear-only models, where per-chunk overheads dominate (both measured
+    # fastest on CPU with benchmarks/bench_prune_pass.py --chunk-size)
+    chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha_conv, "alpha_conv")
@@ -55,7 +60,7 @@ class ReliefConfig:
             raise ValueError(f"conv_aggregation must be one of {CONV_AGGREGATIONS}, got {self.conv_aggregation!r}")
         if self.selection not in SELECTION_RULES:
             raise ValueError(f"selection must be one of {SELECTION_RULES}, got {self.selection!r}")
-        if int(self.chunk_size) < 1:
+        if self.chunk_size is not None and int(self.chunk_size) < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {self.chunk_size}")
 
     @classmethod
@@ -71,6 +76,12 @@ class ReliefConfig:
 def all_finite(t: torch.Tensor) -> bool:
     """True if ``t`` has no NaN or inf: a finite sum proves it in one pass; otherwise the exact element check."""
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def _abs_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """``|x|`` written into a fresh contiguous tensor in one pass: reducing a channels-last activation (as
+    training leaves it) over batch and positions is ~20x slower than reducing the contiguous copy."""
+    return torch.abs(x, out=torch.empty(x.shape, dtype=x.dtype, device=x.device))
 
 
 def effective(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
@@ -104,7 +115,7 @@ class _Statistics:
 
     def _layer_hook(self, layer: LayerNode):
         def hook(module: nn.Module, args: tuple) -> None:
-            a = args[0].abs()  # one pass: scores, channel maxima and the finiteness check all use |x|
+            a = _abs_contiguous(args[0])  # one pass: scores, channel maxima and the finiteness check all use |x|
             scorer = self.scorers[layer.name]
             if isinstance(scorer, ConvScoreAccumulator):
                 cmax = a.amax(dim=(0, 2, 3))
@@ -123,9 +134,9 @@ class _Statistics:
 
     def _map_hook(self, block: BlockNode, key: str):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            s = _abs_contiguous(out).sum(0)
             if key == "shortcut":
-                out = out * block.module.shortcut_mask.view(1, -1, 1, 1)
-            s = out.abs().sum(0)
+                s.mul_(block.module.shortcut_mask.view(-1, 1, 1))
             store = self.residual[block.name]
             store[key] = s if key not in store else store[key] + s
         return hook
@@ -296,8 +307,9 @@ def relief_prune(
         layers = graph.layers()
         convs = [x for x in layers if x.kind == "conv"]
         linears = [x for x in layers if x.kind == "linear"]
+        chunk = config.chunk_size or (_CONV_CHUNK if convs else batch.shape[0])
         stats = _Statistics(graph, layers, config)
-        stats.run(model, batch, config.chunk_size)
+        stats.run(model, batch, chunk)
         keeps: dict[str, dict[str, torch.Tensor]] = {}
         consumers: dict[str, LayerNode | BlockNode | None] = {}
         for i, node in enumerate(graph.nodes):
@@ -311,7 +323,7 @@ def relief_prune(
             for layer in group:
                 keep = _layer_keep(layer, st, alpha, config.selection)
                 dead = _dead_from_consumer(st, consumers[layer.name]) if config.dead_units else None
-                if dead is not None:
+                if dead is not None and bool(dead.any()):
                     _kill_units(keep, dead)
                 keeps[layer.name] = keep
 
@@ -326,7 +338,7 @@ def relief_prune(
         if linears:
             if convs:  # the classifier is scored on features of the conv-pruned network
                 stats = _Statistics(graph, linears, config)
-                stats.run(model, batch, config.chunk_size)
+                stats.run(model, batch, chunk)
             select_layers(linears, stats, config.alpha_fc)
             for layer in linears:
                 _commit(layer, keeps[layer.name])

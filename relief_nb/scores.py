@@ -11,14 +11,19 @@ layer's own sliding window (same padding, stride, dilation), applied to one chan
     code VGG/ResNet ("mean_l2"): s_jc = || |K_jc| (*) mean_n |x_nc| ||_F  s_bias_j = |b_j| sqrt(H_out W_out)
     code LeNet-5 ("mean_l1"): s_jc = sum_positions (|K_jc| (*) mean_n |x_nc|)   s_bias_j = |b_j| H_out W_out
 
-The per-sample norms never build the (N x C_out x C_in x positions) maps. The map is linear in both the kernel
-and the input, so its squared norm is a quadratic form, computed in whichever of two exact forms is cheaper:
+The per-sample norms are computed in whichever of three exact forms is cheapest for the layer. The direct form
+builds the maps ``|K_jc| (*) |x_nc|`` themselves, a tile of samples at a time, as one matrix product per input
+channel: ``|K_c|`` (C_out x kh*kw) times the patches of ``|x_c|`` (kh*kw x samples*positions). The map is linear
+in both the kernel and the input, so its squared norm is also a quadratic form, the other two forms:
 
 * patch form: with ``P_nc`` the patches of ``|x_nc|`` (kh*kw rows, one column per output position),
   ``||map||^2 = |k_jc|^T G_nc |k_jc|`` with the Gram matrix ``G_nc = P_nc P_nc^T`` (kh*kw x kh*kw);
 * pixel form: with ``A_jc`` the matrix of ``|K_jc| (*) .`` acting on one channel's H*W pixels,
   ``||map||^2 = |x_nc|^T (A_jc^T A_jc) |x_nc|`` (H*W x H*W), cheaper when a map has fewer pixels than a kernel
   has entries (the 2x2 maps at the end of VGG).
+
+The direct form wins when a filter bank is small next to the kernel's Gram matrix (LeNet-5's 5x5 kernels), the
+patch form on 3x3 kernels.
 
 Only the upper triangles of the symmetric matrices are used. All terms are products of absolute values, so the
 quadratic forms are never negative, even after rounding. Samples are processed in chunks sized to stay in
@@ -37,13 +42,17 @@ __all__ = ["CONV_AGGREGATIONS", "CONV_FORMS", "ConvAggregation", "ConvScoreAccum
 
 ConvAggregation = Literal["sample_l2", "mean_l2", "mean_l1"]
 CONV_AGGREGATIONS: tuple[str, ...] = ("sample_l2", "mean_l2", "mean_l1")
-CONV_FORMS: tuple[str, ...] = ("auto", "patch", "pixel")
+CONV_FORMS: tuple[str, ...] = ("auto", "direct", "patch", "pixel")
 
 # Elements of intermediate tensors (float32: 8 MB of patches, 4 MB tiles of quadratic forms, 64 MB of Gram
-# triangles): tiles sized for the CPU's caches, measured fastest on the paper's layers (benchmarks/).
+# triangles, 2 MB tiles of maps): sized for the CPU's caches, measured fastest on the paper's layers (benchmarks/).
 _PATCH_ELEMENTS = 1 << 21
 _TILE_ELEMENTS = 1 << 20
 _GRAM_ELEMENTS = 1 << 24
+_MAP_ELEMENTS = 1 << 19  # direct form: maps per tile (2 MB)
+# the direct form's single large matrix product runs ~1.5x more multiply-adds per second than the many small Gram
+# products of the patch form (measured on LeNet-5, VGG and ResNet layers)
+_DIRECT_SPEEDUP = 1.5
 
 
 class LinearScoreAccumulator:
@@ -73,7 +82,7 @@ class ConvScoreAccumulator:
     """Accumulates what a conv layer's kernel scores need, chunk by chunk (see the module docstring).
 
     ``form`` chooses how the per-sample norms of ``"sample_l2"`` are computed: ``"auto"`` (the cheapest exact
-    form for the layer), ``"patch"`` or ``"pixel"``; all give the same numbers.
+    form for the layer), ``"direct"``, ``"patch"`` or ``"pixel"``; all give the same numbers.
     """
 
     def __init__(self, layer: nn.Conv2d, aggregation: ConvAggregation = "sample_l2", form: str = "auto") -> None:
@@ -105,8 +114,16 @@ class ConvScoreAccumulator:
         form = self.chosen_form(x.shape[-2:])
         if self._coeff is None:  # the weights are fixed during a scoring pass: computed once, not per chunk
             k = weight.abs()
-            self._coeff = self._pixel_coefficients(k, x.shape[-2:]) if form == "pixel" else self._patch_coefficients(k)
+            if form == "direct":
+                self._coeff = k.reshape(k.shape[0], k.shape[1], -1).transpose(0, 1).contiguous()  # (C, out, kh*kw)
+            else:
+                self._coeff = (self._pixel_coefficients(k, x.shape[-2:]) if form == "pixel"
+                               else self._patch_coefficients(k))
         coeff = self._coeff
+        if form == "direct":
+            s = self._direct_norms(x, coeff)
+            self.sum = s if self.sum is None else self.sum + s
+            return
         grams = self._pixel_grams if form == "pixel" else self._patch_grams
         s = torch.zeros(coeff.shape[:2], dtype=coeff.dtype, device=coeff.device)
         span = max(1, _GRAM_ELEMENTS // coeff[:, 0].numel())
@@ -122,10 +139,48 @@ class ConvScoreAccumulator:
         m = self.layer
         kk, pixels = m.kernel_size[0] * m.kernel_size[1], hw[0] * hw[1]
         positions = _out_positions(m, hw)
-        # multiply-adds per sample and input channel: Gram matrices, then one quadratic form per filter
-        patch = kk * kk * positions + m.out_channels * kk * (kk + 1) // 2
-        pixel = pixels * pixels + m.out_channels * pixels * (pixels + 1) // 2
-        return "pixel" if pixel < patch else "patch"
+        # multiply-adds per sample and input channel: the maps; or Gram matrices, then a quadratic form per filter
+        costs = {
+            "direct": m.out_channels * kk * positions / _DIRECT_SPEEDUP,
+            "patch": kk * kk * positions + m.out_channels * kk * (kk + 1) // 2,
+            "pixel": pixels * pixels + m.out_channels * pixels * (pixels + 1) // 2,
+        }
+        return min(costs, key=costs.__getitem__)
+
+    def _patches(self, x: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+        """Fill ``buffer`` (..., kh, kw, H_out, W_out) with the patches of ``x`` (..., H, W), leading dims alike: for
+        each kernel offset one strided copy over every position at once (F.unfold measured 3-5x slower here)."""
+        m = self.layer
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = m.kernel_size, m.stride, m.dilation, m.padding
+        ho, wo = buffer.shape[-2:]
+        x = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        for a in range(kh):
+            for b in range(kw):
+                buffer[..., a, b, :, :].copy_(x[..., a * dh: a * dh + (ho - 1) * sh + 1: sh,
+                                                 b * dw: b * dw + (wo - 1) * sw + 1: sw])
+        return buffer
+
+    def _direct_norms(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``(C, out)``: ``sum_n || |K_jc| (*) |x_nc| ||_F``, the maps built a tile of samples at a time."""
+        n, cin = x.shape[:2]
+        out, kk = k.shape[1:]
+        (kh, kw), (ho, wo) = self.layer.kernel_size, _out_hw(self.layer, x.shape[-2:])
+        positions = ho * wo
+        step = max(1, _PATCH_ELEMENTS // (cin * kk * positions))  # samples per buffer of patches
+        span = max(1, _MAP_ELEMENTS // (cin * out * positions))  # samples per tile of maps
+        buffer = x.new_empty(cin, kh, kw, min(step, n), ho, wo)
+        total = torch.zeros(cin, out, dtype=k.dtype, device=k.device)
+        by_channel = x.transpose(0, 1)  # (C, n, H, W): one matrix product per input channel
+        for start in range(0, n, step):
+            tile = by_channel[:, start:start + step]
+            p = buffer[:, :, :, : tile.shape[1]]
+            self._patches(tile, p.permute(0, 3, 1, 2, 4, 5))  # written through a (C, n, kh, kw, ...) view
+            p = p.view(cin, kk, -1) if tile.shape[1] == buffer.shape[3] else p.reshape(cin, kk, -1)
+            for s0 in range(0, tile.shape[1], span):
+                s1 = min(s0 + span, tile.shape[1])
+                maps = torch.bmm(k, p[:, :, s0 * positions: s1 * positions]).view(cin, out, s1 - s0, positions)
+                total += torch.linalg.vector_norm(maps, dim=-1).sum(-1)
+        return total
 
     def _patch_coefficients(self, k: torch.Tensor) -> torch.Tensor:
         """``(C, out, pairs)``: ``k_a k_b`` over the upper triangle, off-diagonal pairs counted twice."""
@@ -137,21 +192,14 @@ class ConvScoreAccumulator:
         """Yield ``(C, pairs, n)`` upper triangles of ``P_nc P_nc^T`` for chunks of samples."""
         m = self.layer
         n, cin = x.shape[:2]
-        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = m.kernel_size, m.stride, m.dilation, m.padding
-        ho, wo = _out_hw(m, x.shape[-2:])
+        (kh, kw), (ho, wo) = m.kernel_size, _out_hw(m, x.shape[-2:])
         kk = kh * kw
         ia, ib = torch.triu_indices(kk, kk, device=x.device)
         step = max(1, _PATCH_ELEMENTS // (cin * kk * ho * wo))
-        # patches by strided slicing into one reused buffer: F.unfold (im2col) measured 3-5x slower here
-        buffer = x.new_empty(min(step, n), cin, kh, kw, ho, wo)
+        buffer = x.new_empty(min(step, n), cin, kh, kw, ho, wo)  # reused by every step
         for start in range(0, n, step):
-            chunk = F.pad(x[start:start + step], (pw, pw, ph, ph))
-            p = buffer[: chunk.shape[0]]
-            for a in range(kh):
-                for b in range(kw):  # kernel offsets only (kh*kw copies), each over every position at once
-                    p[:, :, a, b].copy_(chunk[:, :, a * dh: a * dh + (ho - 1) * sh + 1: sh,
-                                              b * dw: b * dw + (wo - 1) * sw + 1: sw])
-            p = p.view(p.shape[0], cin, kk, ho * wo)
+            tile = x[start:start + step]
+            p = self._patches(tile, buffer[: tile.shape[0]]).view(tile.shape[0], cin, kk, ho * wo)
             gram = torch.matmul(p, p.transpose(-1, -2))[:, :, ia, ib]  # (n, C, pairs)
             yield gram.permute(1, 2, 0)
 

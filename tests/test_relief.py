@@ -1,5 +1,7 @@
 """The pruning pass: every architecture, dead units, backward pruning, residual rule, masks, bad input."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -329,6 +331,21 @@ def test_scores_do_not_depend_on_memory_format(name):
     last = layer_scores(model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last))
     for layer, s in dense.items():
         torch.testing.assert_close(last[layer], s, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20"])
+def test_masks_do_not_depend_on_memory_format(name):
+    """The whole pass (scores, dead units, residual-dominance maps, backward pruning) on a channels-last copy."""
+    model = create_model(name, seed=0).double().eval()
+    x = batch_for(name, 8).double()
+    last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    relief_prune(model, x, ReliefConfig(0.7, 0.8))
+    relief_prune(last, x.contiguous(memory_format=torch.channels_last), ReliefConfig(0.7, 0.8))
+    masks = {k: v for k, v in model.state_dict().items() if k.endswith("_mask")}
+    assert masks and (name != "resnet20" or any(k.endswith("shortcut_mask") for k in masks))
+    assert any(not bool(m.all()) for m in masks.values())  # something was pruned
+    for key, mask in masks.items():
+        assert torch.equal(last.state_dict()[key], mask), key
 
 
 def test_pruned_models_keep_running_channels_last():

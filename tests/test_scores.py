@@ -87,7 +87,7 @@ STRIDE1_CASES = [
 ]
 
 
-@pytest.mark.parametrize("form", ["patch", "auto"])
+@pytest.mark.parametrize("form", ["direct", "patch", "auto"])
 @pytest.mark.parametrize("case", STRIDE1_CASES)
 @pytest.mark.parametrize("hw", [(5, 5), (9, 7), (17, 16)])
 def test_kernel_shapes_and_paddings_match_loop(form, case, hw):
@@ -100,10 +100,10 @@ def test_kernel_shapes_and_paddings_match_loop(form, case, hw):
     torch.testing.assert_close(acc.scores(conv.weight, conv.bias), expected, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("form", ["patch", "pixel"])
+@pytest.mark.parametrize("form", ["direct", "patch", "pixel"])
 @pytest.mark.parametrize("spatial", [1, 2, 4, 9])
-def test_patch_and_pixel_forms_agree(spatial, form):
-    """Both exact forms of the per-sample score give the loop's numbers; the cost model only picks one."""
+def test_all_forms_agree(spatial, form):
+    """Every exact form of the per-sample score gives the loop's numbers; the cost model only picks one."""
     conv = nn.Conv2d(8, 16, 3, padding=1, stride=1 + (spatial > 4)).double()
     x = torch.randn(6, 8, spatial, spatial, dtype=torch.float64)
     expected = loop_conv(x, conv, "sample_l2")
@@ -124,6 +124,17 @@ def test_mean_l2_never_exceeds_sample_l2():
     assert (scores["mean_l2"] < scores["sample_l2"]).any()
 
 
+@pytest.mark.parametrize("layer, hw, form", [
+    (nn.Conv2d(1, 20, 5), (28, 28), "direct"),  # LeNet-5: small filter banks next to 25x25 Gram matrices
+    (nn.Conv2d(20, 50, 5), (12, 12), "direct"),
+    (nn.Conv2d(16, 16, 3, padding=1), (32, 32), "patch"),  # ResNet-20 and VGG: 3x3 kernels
+    (nn.Conv2d(3, 64, 3, padding=1), (32, 32), "patch"),
+])
+def test_cost_model_on_paper_layers(layer, hw, form):
+    """The forms the cost model picks are the ones measured fastest (benchmarks/bench_prune_pass.py)."""
+    assert ConvScoreAccumulator(layer, "sample_l2").chosen_form(hw) == form
+
+
 def test_cost_model_picks_pixel_form_only_for_maps_smaller_than_the_kernel():
     conv = nn.Conv2d(512, 512, 3, padding=1)
     acc = ConvScoreAccumulator(conv, "sample_l2")
@@ -139,7 +150,7 @@ def test_unknown_aggregation_is_refused():
         ConvScoreAccumulator(nn.Conv2d(1, 1, 3), "sample_l2", form="maps")
 
 
-@pytest.mark.parametrize("form", ["patch", "pixel"])
+@pytest.mark.parametrize("form", ["direct", "patch", "pixel"])
 def test_chunk_boundaries_do_not_change_scores(monkeypatch, form):
     """Tiny chunk limits split every stage into many pieces; the scores must not move."""
     import relief_nb.scores as scores
@@ -150,6 +161,7 @@ def test_chunk_boundaries_do_not_change_scores(monkeypatch, form):
     monkeypatch.setattr(scores, "_PATCH_ELEMENTS", 1)
     monkeypatch.setattr(scores, "_TILE_ELEMENTS", 1)
     monkeypatch.setattr(scores, "_GRAM_ELEMENTS", 1)
+    monkeypatch.setattr(scores, "_MAP_ELEMENTS", 1)
     acc = ConvScoreAccumulator(conv, "sample_l2", form=form)
     acc.update(x, conv.weight)
     torch.testing.assert_close(acc.scores(conv.weight, conv.bias), expected, rtol=1e-10, atol=1e-12)

@@ -79,3 +79,42 @@ def test_alpha_outside_range_is_refused(alpha):
 def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="paper"):
         select(torch.ones(1, 3), 0.5, "magic")
+
+
+def _reference_keep(row: list[float], alpha: float, rule: str) -> list[bool]:
+    """SPEC.md's rules written out for one unit: a plain running sum over the scores, largest first."""
+    ordered = sorted(row, reverse=True)
+    total, running, below = sum(ordered), 0.0, 0
+    for s in ordered:
+        running += s
+        if running < alpha * total:
+            below += 1
+    below = min(below, len(row) - 1)
+    if rule == "paper":
+        return [s >= ordered[below] and s > 0 for s in row]
+    pivot = below + 1 if below < len(row) - 1 else len(row) - 1
+    return [s > ordered[pivot] for s in row]
+
+
+@pytest.mark.parametrize("rule", ["paper", "code"])
+@pytest.mark.parametrize("width", [1, 31, 32, 33, 300, 785])
+def test_long_rows_match_a_running_sum(rule, width):
+    """Rows longer than one block (the mass is located block by block): same masks as a plain running sum."""
+    g = torch.Generator().manual_seed(width)
+    for trial in range(6):
+        s = torch.rand(40, width, generator=g, dtype=torch.float64) ** (1 + 3 * trial)
+        s[torch.rand(40, width, generator=g) < 0.1 * trial] = 0  # pruned entries
+        if trial % 2:
+            s = (s * 8).round()  # many ties
+        for alpha in (0.05, 0.5, 0.9, 0.95, 0.999):
+            keep = select(s, alpha, rule)
+            expected = torch.tensor([_reference_keep(r, alpha, rule) for r in s.tolist()])
+            assert torch.equal(keep, expected), (trial, alpha)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_negative_or_nan_scores_are_refused(bad):
+    s = torch.ones(2, 4)
+    s[1, 2] = bad
+    with pytest.raises(ValueError, match="non-negative"):
+        select(s, 0.9)
