@@ -107,33 +107,34 @@ class ConvScoreAccumulator:
         x = x if absolute else x.abs()
         self.count += x.shape[0]
         self.positions = _out_positions(self.layer, x.shape[-2:])
-        if self.aggregation != "sample_l2":
-            s = x.sum(0)
-            self.sum = s if self.sum is None else self.sum + s
-            return
+        s = self._sample_norms(x, weight) if self.aggregation == "sample_l2" else x.sum(0)
+        self.sum = s if self.sum is None else self.sum + s
+
+    def _sample_norms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``(C, out)``: the chunk's per-sample map norms, summed, in the form chosen for the layer."""
         form = self.chosen_form(x.shape[-2:])
         if self._coeff is None:  # the weights are fixed during a scoring pass: computed once, not per chunk
             k = weight.abs()
             if form == "direct":
-                self._coeff = k.reshape(k.shape[0], k.shape[1], -1).transpose(0, 1).contiguous()  # (C, out, kh*kw)
+                self._coeff = _by_input_channel(k).contiguous()
+            elif form == "pixel":
+                self._coeff = self._pixel_coefficients(k, x.shape[-2:])
             else:
-                self._coeff = (self._pixel_coefficients(k, x.shape[-2:]) if form == "pixel"
-                               else self._patch_coefficients(k))
+                self._coeff = _pair_products(_by_input_channel(k), k.shape[2] * k.shape[3])
         coeff = self._coeff
         if form == "direct":
-            s = self._direct_norms(x, coeff)
-            self.sum = s if self.sum is None else self.sum + s
-            return
+            return self._direct_norms(x, coeff)
         grams = self._pixel_grams if form == "pixel" else self._patch_grams
         s = torch.zeros(coeff.shape[:2], dtype=coeff.dtype, device=coeff.device)
         span = max(1, _GRAM_ELEMENTS // coeff[:, 0].numel())
         for start in range(0, x.shape[0], span):
             gram = torch.cat(list(grams(x[start:start + span])), dim=-1)  # (C, pairs, n)
             _add_root_quadratic_forms(s, coeff, gram)
-        self.sum = s if self.sum is None else self.sum + s
+        return s
 
     def chosen_form(self, hw: tuple[int, int] | torch.Size) -> str:
-        """``"pixel"`` or ``"patch"``: the cheaper exact form for inputs of size ``hw`` (or the forced one)."""
+        """``"direct"``, ``"patch"`` or ``"pixel"``: the cheapest exact form for inputs of size ``hw`` (or the
+        forced one)."""
         if self.form != "auto":
             return self.form
         m = self.layer
@@ -175,18 +176,12 @@ class ConvScoreAccumulator:
             tile = by_channel[:, start:start + step]
             p = buffer[:, :, :, : tile.shape[1]]
             self._patches(tile, p.permute(0, 3, 1, 2, 4, 5))  # written through a (C, n, kh, kw, ...) view
-            p = p.view(cin, kk, -1) if tile.shape[1] == buffer.shape[3] else p.reshape(cin, kk, -1)
+            p = p.reshape(cin, kk, -1)  # a view, except for a last, partial tile
             for s0 in range(0, tile.shape[1], span):
                 s1 = min(s0 + span, tile.shape[1])
                 maps = torch.bmm(k, p[:, :, s0 * positions: s1 * positions]).view(cin, out, s1 - s0, positions)
                 total += torch.linalg.vector_norm(maps, dim=-1).sum(-1)
         return total
-
-    def _patch_coefficients(self, k: torch.Tensor) -> torch.Tensor:
-        """``(C, out, pairs)``: ``k_a k_b`` over the upper triangle, off-diagonal pairs counted twice."""
-        out, cin = k.shape[:2]
-        k = k.reshape(out, cin, -1).transpose(0, 1)
-        return _pair_products(k, k.shape[-1])
 
     def _patch_grams(self, x: torch.Tensor):
         """Yield ``(C, pairs, n)`` upper triangles of ``P_nc P_nc^T`` for chunks of samples."""
@@ -268,6 +263,11 @@ def _upper_triangle(size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.
     2 off it) that make a sum over the upper triangle equal the sum over the whole matrix."""
     ia, ib = torch.triu_indices(size, size, device=like.device)
     return ia, ib, torch.where(ia == ib, 1.0, 2.0).to(like.dtype)
+
+
+def _by_input_channel(k: torch.Tensor) -> torch.Tensor:
+    """Kernels ``(out, C, kh, kw)`` as ``(C, out, kh*kw)``: one matrix of flattened kernels per input channel."""
+    return k.reshape(k.shape[0], k.shape[1], -1).transpose(0, 1)
 
 
 def _pair_products(v: torch.Tensor, size: int) -> torch.Tensor:

@@ -50,19 +50,18 @@ def select(scores: torch.Tensor, alpha: float, rule: SelectionRule = "paper") ->
         return torch.zeros_like(scores, dtype=torch.bool)
     if not bool(scores.min() >= 0):  # also false for NaN
         raise ValueError("scores must be non-negative numbers (NNrelief scores are products of absolute values)")
+    if alpha == 1.0 and rule == "paper":
+        return scores > 0  # the whole mass, decided exactly rather than by the rounding of long sums
     m = scores.shape[1]
-    if alpha == 1.0:  # the whole mass, decided exactly rather than by the rounding of long sums
-        if rule == "paper":
-            return scores > 0
-        below = ((scores > 0).sum(1, keepdim=True) - 1).clamp_(min=0)  # index of the smallest non-zero score
-        blocks = None
+    ascending = _sorted_blocks(scores)
+    if alpha == 1.0:  # likewise exact: the crossing is at the smallest non-zero score
+        below = ((scores > 0).sum(1, keepdim=True) - 1).clamp_(min=0)
     else:
-        blocks = _sorted_blocks(scores)
-        below = _count_below(blocks, alpha).clamp_(max=m - 1)
+        below = _count_below(ascending, alpha).clamp_(max=m - 1)
     if rule == "paper":
-        return (scores >= _largest(scores, blocks, below)) & (scores > 0)
+        return (scores >= _largest(ascending, below)) & (scores > 0)
     pivot = torch.where(below < m - 1, below + 1, torch.full_like(below, m - 1))
-    return scores > _largest(scores, blocks, pivot)
+    return scores > _largest(ascending, pivot)
 
 
 def _sorted_blocks(scores: torch.Tensor) -> torch.Tensor:
@@ -97,9 +96,7 @@ def _count_below(blocks: torch.Tensor, alpha: float) -> torch.Tensor:
     return k * size + (running < target).sum(1, keepdim=True).clamp_(max=size - 1)
 
 
-def _largest(scores: torch.Tensor, blocks: torch.Tensor | None, rank: torch.Tensor) -> torch.Tensor:
-    """The ``rank``-th largest score of each row (0 = the largest), shape (units, 1)."""
-    if blocks is None:
-        blocks = _sorted_blocks(scores)
+def _largest(blocks: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+    """The ``rank``-th largest score of each row (0 = the largest) from the sorted blocks, shape (units, 1)."""
     ascending = blocks.flatten(1)
     return ascending.gather(1, ascending.shape[1] - 1 - rank)
