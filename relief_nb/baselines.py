@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch.nn.utils import prune
 
-from .masks import current_mask
+from .masks import current_mask, shrink_mask
 from .structure import PruningGraph
 
 __all__ = ["BASELINES", "METHODS", "prune_baseline", "prune_to_counts"]
@@ -48,7 +47,7 @@ def prune_to_counts(graph: PruningGraph, method: str, keep: Mapping[str, int] | 
         if not 0 <= count <= left:
             raise ValueError(f"layer {name}: cannot keep {count} weights, {left} remain (masks only shrink)")
         if method == "magnitude_layer":
-            prune.l1_unstructured(module, "weight", amount=left - count, importance_scores=_magnitudes(module))
+            _global_magnitude_prune([module], count)  # over one layer: the layer's largest surviving |weights|
         else:
             _random_prune(module, left - count, generator)
 
@@ -65,7 +64,7 @@ def _global_magnitude_prune(modules: list, keep: int) -> None:
     kept = torch.zeros_like(magnitudes, dtype=torch.bool)
     kept[alive[magnitudes[alive].topk(keep).indices]] = True
     for m, w, part in zip(modules, weights, kept.split([w.numel() for w in weights])):
-        prune.custom_from_mask(m, "weight", part.view(w.shape))
+        shrink_mask(m, "weight", part.view(w.shape))
 
 
 def _magnitudes(module) -> torch.Tensor:
@@ -81,7 +80,7 @@ def _random_prune(module, amount: int, generator: torch.Generator | None) -> Non
     alive = mask.flatten().nonzero().flatten()
     order = torch.randperm(alive.numel(), generator=generator)[:amount].to(alive.device)
     mask.view(-1)[alive[order]] = 0
-    prune.custom_from_mask(module, "weight", mask)
+    shrink_mask(module, "weight", mask)
 
 
 def prune_baseline(graph: PruningGraph, method: str, sparsity: float | Mapping[str, float],

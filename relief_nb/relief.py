@@ -28,7 +28,14 @@ import torch
 from torch import nn
 
 from .masks import current_mask, mask_snapshot, restore_masks, shrink_mask
-from .scores import CONV_AGGREGATIONS, ConvAggregation, ConvScoreAccumulator, LinearScoreAccumulator
+from .scores import (
+    CONV_AGGREGATIONS,
+    ConvAggregation,
+    ConvScoreAccumulator,
+    LinearScoreAccumulator,
+    abs_contiguous,
+    batch_abs_sum,
+)
 from .selection import SELECTION_RULES, SelectionRule, check_alpha, select
 from .structure import BlockNode, LayerNode, PruningGraph, trace_model
 
@@ -78,12 +85,6 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
-def _abs_contiguous(x: torch.Tensor) -> torch.Tensor:
-    """``|x|`` written into a fresh contiguous tensor in one pass: reducing a channels-last activation (as
-    training leaves it) over batch and positions is ~20x slower than reducing the contiguous copy."""
-    return torch.abs(x, out=torch.empty(x.shape, dtype=x.dtype, device=x.device))
-
-
 def effective(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
     """The parameter as the forward sees it (``orig * mask`` for a pruned one), or None if absent."""
     if hasattr(module, f"{name}_orig"):
@@ -115,26 +116,23 @@ class _Statistics:
 
     def _layer_hook(self, layer: LayerNode):
         def hook(module: nn.Module, args: tuple) -> None:
-            a = _abs_contiguous(args[0])  # one pass: scores, channel maxima and the finiteness check all use |x|
             scorer = self.scorers[layer.name]
             if isinstance(scorer, ConvScoreAccumulator):
-                cmax = a.amax(dim=(0, 2, 3))
+                cmax = scorer.update(args[0], effective(module))  # the per-channel max |x| comes with the scores
             else:
+                a = abs_contiguous(args[0])  # one pass: scores, channel maxima and the finiteness check use |x|
                 cmax = a.reshape(a.shape[0], layer.in_units, layer.features_per_channel).amax(dim=(0, 2))
+                scorer.update(a, absolute=True)
             if not torch.isfinite(cmax).all():  # amax propagates NaN and inf
                 raise FloatingPointError(f"the activations entering layer {layer.name} contain NaN or inf; "
                                          "check the model's weights and the scoring batch")
-            if isinstance(scorer, ConvScoreAccumulator):
-                scorer.update(a, effective(module), absolute=True)
-            else:
-                scorer.update(a, absolute=True)
             old = self.channel_max.get(layer.name)
             self.channel_max[layer.name] = cmax if old is None else torch.maximum(old, cmax)
         return hook
 
     def _map_hook(self, block: BlockNode, key: str):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            s = _abs_contiguous(out).sum(0)
+            s = batch_abs_sum(out)
             if key == "shortcut":
                 s.mul_(block.module.shortcut_mask.view(-1, 1, 1))
             store = self.residual[block.name]

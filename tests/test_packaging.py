@@ -29,3 +29,12 @@ def test_console_script_points_at_cli_main():
 def test_torch_is_pinned_for_the_cpu_wheel():
     assert "torch==" in (ROOT / "constraints.txt").read_text()
     assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
+
+
+def test_kernel_source_ships_with_the_package():
+    """A non-editable install must carry csrc/patch_gram.c, which relief_nb.native compiles on first use."""
+    from relief_nb import native
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert native.SOURCE.exists()
+    assert any(native.SOURCE.match(pattern) for pattern in config["relief_nb"])

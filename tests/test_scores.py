@@ -135,6 +135,16 @@ def test_cost_model_on_paper_layers(layer, hw, form):
     assert ConvScoreAccumulator(layer, "sample_l2").chosen_form(hw) == form
 
 
+@pytest.mark.parametrize("layer, hw, form", [
+    (nn.Conv2d(1, 20, 5), (28, 28), "patch"),  # the compiled kernel forms 41 lag products per pixel for 5x5
+    (nn.Conv2d(20, 50, 5), (12, 12), "patch"),
+    (nn.Conv2d(16, 16, 3, padding=1), (32, 32), "patch"),
+    (nn.Conv2d(512, 512, 3, padding=1), (2, 2), "pixel"),  # VGG's 2x2 maps: 10 pixel pairs against 45 kernel pairs
+])
+def test_cost_model_with_the_compiled_kernel(layer, hw, form):
+    assert ConvScoreAccumulator(layer, "sample_l2").chosen_form(hw, native=True) == form
+
+
 def test_cost_model_picks_pixel_form_only_for_maps_smaller_than_the_kernel():
     conv = nn.Conv2d(512, 512, 3, padding=1)
     acc = ConvScoreAccumulator(conv, "sample_l2")
