@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "cache_dir", "patch_grams"]
+__all__ = ["available", "batch_abs_sum", "cache_dir", "patch_grams"]
 
 SOURCE = Path(__file__).with_name("csrc") / "patch_gram.c"
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
@@ -75,6 +75,9 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     lib.relief_patch_grams.argtypes = _ARGTYPES
     lib.relief_patch_grams.restype = ctypes.c_int
+    lib.relief_batch_abs_sum.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                         ctypes.c_void_p]
+    lib.relief_batch_abs_sum.restype = None
     return lib
 
 
@@ -124,3 +127,23 @@ def patch_grams(x: torch.Tensor, layer: torch.nn.Conv2d,
     if code:
         raise MemoryError("the patch-Gram kernel could not allocate its buffers")
     return gram, cmax.amax(0)
+
+
+def batch_abs_sum(x: torch.Tensor) -> torch.Tensor | None:
+    """``sum_n |x_n|`` of a float32 CPU activation (N, C, H, W), channels-last or NCHW, in one pass; None when the
+    kernel does not apply."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.ndim != 4 or x.shape[0] == 0:
+        return None
+    if x.is_contiguous():
+        order = (0, 1, 2, 3)
+    elif x.is_contiguous(memory_format=torch.channels_last):
+        order = (0, 2, 3, 1)
+    else:
+        return None
+    lib = _library()
+    if lib is None:
+        return None
+    samples = x.permute(order)  # each sample one dense run in memory
+    out = torch.empty(samples.shape[1:])
+    lib.relief_batch_abs_sum(x.data_ptr(), x.shape[0], out.numel(), x.stride(0), out.data_ptr())
+    return out.permute([order.index(d) - 1 for d in (1, 2, 3)])

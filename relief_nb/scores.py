@@ -277,8 +277,11 @@ def abs_contiguous(x: torch.Tensor) -> torch.Tensor:
 
 
 def batch_abs_sum(x: torch.Tensor) -> torch.Tensor:
-    """``sum_n |x_n|``, reduced in ``x``'s own memory order: a channels-last activation reduced as NCHW is ~2.5x
-    slower (ResNet-20's residual maps)."""
+    """``sum_n |x_n|`` (ResNet-20's residual maps): by the compiled kernel in one pass over ``x``, else in ``x``'s
+    own memory order (a channels-last activation reduced as NCHW is ~2.5x slower)."""
+    compiled = native.batch_abs_sum(x)
+    if compiled is not None:
+        return compiled
     if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return x.permute(0, 2, 3, 1).abs().sum(0).permute(2, 0, 1)
     return x.abs().sum(0)

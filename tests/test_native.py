@@ -126,7 +126,12 @@ def test_scores_with_and_without_kernel_agree(monkeypatch, name):
         torch.testing.assert_close(s, without[layer], rtol=2e-5, atol=1e-6, msg=layer)
 
 
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_batch_abs_sum_in_either_layout(layout):
-    x = torch.randn(5, 6, 4, 3).contiguous(memory_format=layout)
+@pytest.mark.parametrize("kernel", ["1", "0"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided view"])
+@pytest.mark.parametrize("shape", [(5, 6, 4, 3), (3, 1, 5, 7), (2, 70, 1, 1), (4, 16, 32, 33)])
+def test_batch_abs_sum_with_and_without_kernel(monkeypatch, kernel, layout, shape):
+    monkeypatch.setenv("RELIEF_NB_NATIVE", kernel)
+    x = layouts(torch.randn(*shape))[layout]
     torch.testing.assert_close(batch_abs_sum(x), x.abs().sum(0))
+    if kernel == "1" and HAS_COMPILER and layout != "strided view":
+        assert native.batch_abs_sum(x) is not None
