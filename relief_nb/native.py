@@ -1,14 +1,16 @@
-"""The compiled patch-Gram kernel (``csrc/patch_gram.c``): per-sample Gram matrices of conv patches of ``|x|``.
+"""Compiled kernels (``csrc/patch_gram.c``) for the scoring pass: per-sample Gram matrices of conv patches of
+``|x|`` (the patch form of relief_nb.scores), and batch sums and maxima of ``|x|`` (Linear inputs, residual maps).
 
 Written by hand because the pure-torch patch form spends most of a pruning pass copying patches and in tiny
-batched matrix products (9 x 1024 x 9 per sample and channel on ResNet-20); the kernel builds each patch matrix in
-cache, reads channels-last input in place and takes ``|x|`` and the channel maxima on the way. It is plain C,
-compiled on first use with the system C compiler (under a second, where a torch C++ extension needs about a
-minute) and loaded with ctypes. It splits the batch with OpenMP over torch's own worker threads: the library
-links libgomp.so.1, which torch has already loaded.
+batched matrix products (9 x 1024 x 9 per sample and channel on ResNet-20). The kernel never builds the patches:
+it forms each lag's products once per pixel (see the C file), reads channels-last activations without converting
+them and takes the channel maxima on the way. It is plain C, compiled on first use with the system C compiler
+(under a second, where a torch C++ extension needs about a minute) and loaded with ctypes. It splits the batch with
+OpenMP over torch's own worker threads: the library links libgomp.so.1, which torch has already loaded.
 
-Without a compiler, or with ``RELIEF_NB_NATIVE=0`` in the environment, :func:`patch_grams` returns None and the
-scores use the pure-torch forms, which give the same numbers (tests/test_native.py).
+Without a compiler, or with ``RELIEF_NB_NATIVE=0`` in the environment, the functions here return None (after one
+warning if the build failed) and the callers use pure-torch code, which gives the same numbers
+(tests/test_native.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "batch_abs_sum", "cache_dir", "patch_grams"]
+__all__ = ["available", "batch_abs_stats", "cache_dir", "patch_grams"]
 
 SOURCE = Path(__file__).with_name("csrc") / "patch_gram.c"
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
@@ -75,9 +77,8 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     lib.relief_patch_grams.argtypes = _ARGTYPES
     lib.relief_patch_grams.restype = ctypes.c_int
-    lib.relief_batch_abs_sum.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                         ctypes.c_void_p]
-    lib.relief_batch_abs_sum.restype = None
+    lib.relief_batch_abs_stats.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_void_p, ctypes.c_void_p]
+    lib.relief_batch_abs_stats.restype = None
     return lib
 
 
@@ -129,21 +130,24 @@ def patch_grams(x: torch.Tensor, layer: torch.nn.Conv2d,
     return gram, cmax.amax(0)
 
 
-def batch_abs_sum(x: torch.Tensor) -> torch.Tensor | None:
-    """``sum_n |x_n|`` of a float32 CPU activation (N, C, H, W), channels-last or NCHW, in one pass; None when the
-    kernel does not apply."""
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.ndim != 4 or x.shape[0] == 0:
+def batch_abs_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(sum_n |x_n|, max_n |x_n|)``, each shaped like one sample, for a float32 CPU batch ``x`` (N, ...) whose
+    samples are dense (contiguous, or channels-last 4-D); the maxima are NaN where ``x`` holds NaN or inf. None
+    when the kernel does not apply."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.ndim < 2 or x.shape[0] == 0:
         return None
     if x.is_contiguous():
-        order = (0, 1, 2, 3)
-    elif x.is_contiguous(memory_format=torch.channels_last):
+        order = tuple(range(x.ndim))
+    elif x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
         order = (0, 2, 3, 1)
     else:
         return None
     lib = _library()
     if lib is None:
         return None
-    samples = x.permute(order)  # each sample one dense run in memory
-    out = torch.empty(samples.shape[1:])
-    lib.relief_batch_abs_sum(x.data_ptr(), x.shape[0], out.numel(), x.stride(0), out.data_ptr())
-    return out.permute([order.index(d) - 1 for d in (1, 2, 3)])
+    shape = x.permute(order).shape[1:]  # each sample is one dense run in this order
+    total, peak = torch.empty(shape), torch.empty(shape)
+    lib.relief_batch_abs_stats(x.data_ptr(), x.shape[0], total.numel(), x.stride(0), total.data_ptr(),
+                               peak.data_ptr())
+    back = [order.index(d) - 1 for d in range(1, x.ndim)]
+    return total.permute(back), peak.permute(back)

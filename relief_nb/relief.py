@@ -33,8 +33,7 @@ from .scores import (
     ConvAggregation,
     ConvScoreAccumulator,
     LinearScoreAccumulator,
-    abs_contiguous,
-    batch_abs_sum,
+    batch_abs_stats,
 )
 from .selection import SELECTION_RULES, SelectionRule, check_alpha, select
 from .structure import BlockNode, LayerNode, PruningGraph, trace_model
@@ -119,10 +118,8 @@ class _Statistics:
             scorer = self.scorers[layer.name]
             if isinstance(scorer, ConvScoreAccumulator):
                 cmax = scorer.update(args[0], effective(module))  # the per-channel max |x| comes with the scores
-            else:
-                a = abs_contiguous(args[0])  # one pass: scores, channel maxima and the finiteness check use |x|
-                cmax = a.reshape(a.shape[0], layer.in_units, layer.features_per_channel).amax(dim=(0, 2))
-                scorer.update(a, absolute=True)
+            else:  # the max |x| of each input unit's features (one per channel after a flatten)
+                cmax = scorer.update(args[0]).view(layer.in_units, layer.features_per_channel).amax(1)
             if not torch.isfinite(cmax).all():  # amax propagates NaN and inf
                 raise FloatingPointError(f"the activations entering layer {layer.name} contain NaN or inf; "
                                          "check the model's weights and the scoring batch")
@@ -132,7 +129,7 @@ class _Statistics:
 
     def _map_hook(self, block: BlockNode, key: str):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            s = batch_abs_sum(out)
+            s = batch_abs_stats(out)[0]
             if key == "shortcut":
                 s.mul_(block.module.shortcut_mask.view(-1, 1, 1))
             store = self.residual[block.name]

@@ -45,7 +45,7 @@ from torch import nn
 from . import native
 
 __all__ = ["CONV_AGGREGATIONS", "CONV_FORMS", "ConvAggregation", "ConvScoreAccumulator", "LinearScoreAccumulator",
-           "abs_contiguous", "batch_abs_sum"]
+           "abs_contiguous", "batch_abs_stats"]
 
 ConvAggregation = Literal["sample_l2", "mean_l2", "mean_l1"]
 CONV_AGGREGATIONS: tuple[str, ...] = ("sample_l2", "mean_l2", "mean_l1")
@@ -70,11 +70,13 @@ class LinearScoreAccumulator:
         self.abs_sum: torch.Tensor | None = None
         self.count = 0
 
-    def update(self, x: torch.Tensor, absolute: bool = False) -> None:
-        """Add a chunk of layer inputs ``x`` (N, m); ``absolute=True`` says ``x`` is already ``|x|``."""
-        s = (x if absolute else x.abs()).sum(0)
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        """Add a chunk of layer inputs ``x`` (N, m); returns the chunk's per-input ``max |x|`` (m,), NaN where ``x``
+        holds NaN or inf (the dead-unit rule needs it, and it comes with the pass over ``x``)."""
+        s, peak = batch_abs_stats(x)
         self.abs_sum = s if self.abs_sum is None else self.abs_sum + s
         self.count += x.shape[0]
+        return peak
 
     def scores(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``s_ij = |W_ji| mean_n |x_ni|``, with ``|b_j|`` appended as the last column if there is a bias."""
@@ -122,10 +124,13 @@ class ConvScoreAccumulator:
             gram, channel_max = compiled
             s = torch.zeros(x.shape[1], self.layer.out_channels, dtype=x.dtype)
             _add_root_quadratic_forms(s, self._coefficients(weight, "patch", x.shape[-2:]), gram)
-        else:
+        elif self.aggregation == "sample_l2":
             a = abs_contiguous(x)
             channel_max = a.amax(dim=(0, 2, 3))
-            s = self._sample_norms(a, weight) if self.aggregation == "sample_l2" else a.sum(0)
+            s = self._sample_norms(a, weight)
+        else:
+            s, peak = batch_abs_stats(x)
+            channel_max = peak.amax(dim=(1, 2))
         self.sum = s if self.sum is None else self.sum + s
         return channel_max
 
@@ -276,15 +281,18 @@ def abs_contiguous(x: torch.Tensor) -> torch.Tensor:
     return torch.abs(x, out=torch.empty(x.shape, dtype=x.dtype, device=x.device))
 
 
-def batch_abs_sum(x: torch.Tensor) -> torch.Tensor:
-    """``sum_n |x_n|`` (ResNet-20's residual maps): by the compiled kernel in one pass over ``x``, else in ``x``'s
-    own memory order (a channels-last activation reduced as NCHW is ~2.5x slower)."""
-    compiled = native.batch_abs_sum(x)
+def batch_abs_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum_n |x_n|, max_n |x_n|)``, each shaped like one sample; NaN or inf in ``x`` shows in both. By the
+    compiled kernel in one pass over ``x`` where it applies, else from ``|x|`` in ``x``'s own memory order (a
+    channels-last activation reduced as NCHW is ~2.5x slower)."""
+    compiled = native.batch_abs_stats(x)
     if compiled is not None:
         return compiled
     if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1).abs().sum(0).permute(2, 0, 1)
-    return x.abs().sum(0)
+        a = x.permute(0, 2, 3, 1).abs()
+        return a.sum(0).permute(2, 0, 1), a.amax(0).permute(2, 0, 1)
+    a = x.abs()
+    return a.sum(0), a.amax(0)
 
 
 def _native_applies(x: torch.Tensor) -> bool:

@@ -1,5 +1,5 @@
 /* Per-sample patch Gram matrices of |x|: the "patch form" of NNrelief's conv scores (relief_nb/scores.py); and
- * the batch sum of |x| that the residual-dominance rule reads (end of file).
+ * batch sums and maxima of |x| for Linear layers and residual maps (end of file).
  *
  * For every sample n and input channel c, with P_nc the patches of |x_nc| (kh*kw rows, one column per output
  * position of the layer's window), writes the upper triangle of G_nc = P_nc P_nc^T,
@@ -213,19 +213,26 @@ int relief_patch_grams(const float *x, int64_t N, int64_t C, int64_t H, int64_t 
     return failed;
 }
 
-/* out[t] = sum_n |x[n * sn + t]| for t < inner: the batch sum of |x| for samples stored as dense runs of `inner`
- * floats (ResNet residual maps), in one pass over x instead of torch's abs, then sum. */
-void relief_batch_abs_sum(const float *x, int64_t N, int64_t inner, int64_t sn, float *out) {
-    const int64_t block = 2048; /* columns per task: their partial sums stay in L1 while the batch streams by */
+/* sum[t] = sum_n |x[n * sn + t]| and max[t] = max_n |x[n * sn + t]| (NaN where a NaN or inf occurs) for t < inner:
+ * batch statistics of |x| for samples stored as dense runs of `inner` floats (a Linear layer's inputs, ResNet
+ * residual maps), in one pass over x and without a temporary |x|. */
+void relief_batch_abs_stats(const float *x, int64_t N, int64_t inner, int64_t sn, float *sum, float *max) {
+    const int64_t block = 2048; /* columns per task: their partial results stay in L1 while the batch streams by */
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < inner; b += block) {
         const int64_t len = min64(block, inner - b);
-        float *acc = out + b;
-        for (int64_t t = 0; t < len; ++t) acc[t] = 0.f;
+        float *s = sum + b, *m = max + b;
+        for (int64_t t = 0; t < len; ++t) s[t] = 0.f, m[t] = 0.f;
         for (int64_t n = 0; n < N; ++n) {
             const float *xn = x + n * sn + b;
 #pragma omp simd
-            for (int64_t t = 0; t < len; ++t) acc[t] += fabsf(xn[t]);
+            for (int64_t t = 0; t < len; ++t) {
+                const float v = fabsf(xn[t]);
+                s[t] += v;
+                m[t] = v > m[t] ? v : m[t];
+            }
         }
+        for (int64_t t = 0; t < len; ++t)
+            if (!isfinite(s[t])) m[t] = NAN;
     }
 }
