@@ -162,9 +162,9 @@ class ConvScoreAccumulator:
             _add_root_quadratic_forms(s, coeff, gram)
         return s
 
-    def chosen_form(self, hw: tuple[int, int] | torch.Size, native: bool = False) -> str:
+    def chosen_form(self, hw: tuple[int, int] | torch.Size, compiled: bool = False) -> str:
         """``"direct"``, ``"patch"`` or ``"pixel"``: the cheapest exact form for inputs of size ``hw`` (or the
-        forced one); ``native``: the compiled patch-Gram kernel applies (relief_nb.native)."""
+        forced one); ``compiled``: the compiled patch-Gram kernel applies (relief_nb.native)."""
         if self.form != "auto":
             return self.form
         m = self.layer
@@ -173,7 +173,7 @@ class ConvScoreAccumulator:
         # multiply-adds per sample and input channel: the maps; or Gram matrices, then a quadratic form per filter.
         # The compiled kernel forms each lag's products once per pixel (kh (2 kw - 1) - (kw - 1) lags).
         kh, kw = m.kernel_size
-        gram = (kh * (2 * kw - 1) - (kw - 1)) * pixels if native else kk * kk * positions
+        gram = (kh * (2 * kw - 1) - (kw - 1)) * pixels if compiled else kk * kk * positions
         costs = {
             "direct": m.out_channels * kk * positions / _DIRECT_SPEEDUP,
             "patch": gram + m.out_channels * kk * (kk + 1) // 2,

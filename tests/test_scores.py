@@ -142,7 +142,7 @@ def test_cost_model_on_paper_layers(layer, hw, form):
     (nn.Conv2d(512, 512, 3, padding=1), (2, 2), "pixel"),  # VGG's 2x2 maps: 10 pixel pairs against 45 kernel pairs
 ])
 def test_cost_model_with_the_compiled_kernel(layer, hw, form):
-    assert ConvScoreAccumulator(layer, "sample_l2").chosen_form(hw, native=True) == form
+    assert ConvScoreAccumulator(layer, "sample_l2").chosen_form(hw, compiled=True) == form
 
 
 def test_cost_model_picks_pixel_form_only_for_maps_smaller_than_the_kernel():
