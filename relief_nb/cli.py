@@ -35,6 +35,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print(f"profiles: {', '.join(PROFILES)}")
     print(f"models: {', '.join(sorted(MODELS))}")
     print(f"data sets: {', '.join(sorted(DATASETS))}")
+    from . import native
+
+    kernel = f"compiled (cached in {native.cache_dir()})" if native.available() else \
+        "pure torch (no C compiler, or RELIEF_NB_NATIVE=0)"
+    print(f"conv scoring kernel: {kernel}")
     try:
         from .notebooks import list_notebooks
     except ImportError:

@@ -20,6 +20,13 @@ def test_list_shows_experiments_and_notebooks(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "lenet300-mnist" in out and "tour" in out and "profiles: paper, cpu, smoke" in out
+    assert "conv scoring kernel: " in out
+
+
+def test_list_says_when_the_kernel_is_off(capsys, monkeypatch):
+    monkeypatch.setenv("RELIEF_NB_NATIVE", "0")
+    assert main(["list"]) == 0
+    assert "conv scoring kernel: pure torch" in capsys.readouterr().out
 
 
 def test_run_command_on_synthetic_smoke(tmp_path, capsys):
