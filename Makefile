@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 DATA ?= data
 PROFILE ?= cpu
+# the compiled scoring kernel (relief_nb/native.py) is built inside the environment, not in $HOME
+export RELIEF_NB_CACHE ?= $(abspath $(VENV))/relief_nb-cache
 
 .PHONY: setup run test test-unit test-notebooks lint bench fetch-mnist notebooks clean
 
