@@ -5,8 +5,7 @@ Two references are printed, because a single forward call over 1000 images is it
 traffic): ``forward_s`` is ``model(batch)`` in one call, the issue's wording; ``best_forward_s`` is the fastest
 forward of the same batch, in one call or in chunks of 500, 250, 100 or 50 images: the stricter reference. Forward and
 pass are timed in interleaved rounds (best of ``--repeat``), so drift in machine speed hits both alike. Both memory
-layouts are measured: channels-last, in which experiments train and prune (it speeds up the forward of conv
-nets, not the scoring), and contiguous NCHW.
+layouts are measured: channels-last, in which experiments train and prune, and contiguous NCHW.
 
     python benchmarks/bench_prune_pass.py            # 1000 images, LeNet-300-100, LeNet-5, VGG-like, ResNet-20
     python benchmarks/bench_prune_pass.py --quick    # small batch, for the test suite

@@ -68,9 +68,8 @@ def _with_strides_of(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:
-    """prune's reparametrisation with a layout-keeping hook; the mask takes the parameter's strides."""
-    param = getattr(module, name)
-    LayoutKeepingMask.apply(module, name, mask=torch.empty_like(param).copy_(keep))  # empty_like keeps strides
+    """prune's reparametrisation, with the layout-keeping hook."""
+    LayoutKeepingMask.apply(module, name, mask=keep)
 
 
 def _refresh(module: nn.Module, name: str) -> None:

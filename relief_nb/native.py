@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "batch_abs_stats", "cache_dir", "patch_grams"]
+__all__ = ["accepts", "available", "batch_abs_stats", "cache_dir", "patch_grams"]
 
 SOURCE = Path(__file__).with_name("csrc") / "patch_gram.c"
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
@@ -101,6 +101,11 @@ def available() -> bool:
     return _library() is not None
 
 
+def accepts(x: torch.Tensor) -> bool:
+    """Can the compiled kernels take ``x``: float32 on the CPU, with the kernel built and enabled?"""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and available()
+
+
 def patch_grams(x: torch.Tensor, layer: torch.nn.Conv2d,
                 out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(gram, channel_max)`` for the conv ``layer``'s input ``x`` (N, C, H, W), any strides:
@@ -111,10 +116,7 @@ def patch_grams(x: torch.Tensor, layer: torch.nn.Conv2d,
 
     None when the kernel does not apply (not float32 on the CPU) or is unavailable.
     """
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.ndim != 4:
-        return None
-    lib = _library()
-    if lib is None:
+    if x.ndim != 4 or not accepts(x):
         return None
     if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         x = x.contiguous()  # the kernel reads dense samples, channels-last or NCHW
@@ -123,8 +125,9 @@ def patch_grams(x: torch.Tensor, layer: torch.nn.Conv2d,
     kk = kh * kw
     gram = torch.empty(c, kk * (kk + 1) // 2, n)
     cmax = torch.empty(n, c)
-    code = lib.relief_patch_grams(x.data_ptr(), n, c, h, w, x.stride(0), x.stride(1), kh, kw, *layer.stride,
-                                  *layer.padding, *layer.dilation, *out_hw, gram.data_ptr(), cmax.data_ptr())
+    code = _library().relief_patch_grams(x.data_ptr(), n, c, h, w, x.stride(0), x.stride(1), kh, kw,
+                                         *layer.stride, *layer.padding, *layer.dilation, *out_hw, gram.data_ptr(),
+                                         cmax.data_ptr())
     if code:
         raise MemoryError("the patch-Gram kernel could not allocate its buffers")
     return gram, cmax.amax(0)
@@ -134,7 +137,7 @@ def batch_abs_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
     """``(sum_n |x_n|, max_n |x_n|)``, each shaped like one sample, for a float32 CPU batch ``x`` (N, ...) whose
     samples are dense (contiguous, or channels-last 4-D); the maxima are NaN where ``x`` holds NaN or inf. None
     when the kernel does not apply."""
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.ndim < 2 or x.shape[0] == 0:
+    if x.ndim < 2 or x.shape[0] == 0 or not accepts(x):
         return None
     if x.is_contiguous():
         order = tuple(range(x.ndim))
@@ -142,12 +145,9 @@ def batch_abs_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
         order = (0, 2, 3, 1)
     else:
         return None
-    lib = _library()
-    if lib is None:
-        return None
     shape = x.permute(order).shape[1:]  # each sample is one dense run in this order
     total, peak = torch.empty(shape), torch.empty(shape)
-    lib.relief_batch_abs_stats(x.data_ptr(), x.shape[0], total.numel(), x.stride(0), total.data_ptr(),
-                               peak.data_ptr())
+    _library().relief_batch_abs_stats(x.data_ptr(), x.shape[0], total.numel(), x.stride(0), total.data_ptr(),
+                                      peak.data_ptr())
     back = [order.index(d) - 1 for d in range(1, x.ndim)]
     return total.permute(back), peak.permute(back)

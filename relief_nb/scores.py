@@ -22,11 +22,11 @@ in both the kernel and the input, so its squared norm is also a quadratic form, 
   ``||map||^2 = |x_nc|^T (A_jc^T A_jc) |x_nc|`` (H*W x H*W), cheaper when a map has fewer pixels than a kernel
   has entries (the 2x2 maps at the end of VGG).
 
-The direct form wins when a filter bank is small next to the kernel's Gram matrix (LeNet-5's 5x5 kernels), the
-patch form on 3x3 kernels. For float32 on the CPU the patch form's Gram matrices come from a compiled kernel
-(:mod:`relief_nb.native`): entry ``(a, b)`` of ``G_nc`` sums ``|x[u]| |x[u + lag]|`` over the pixels that kernel
-offset ``a`` visits, with ``lag = b - a``, so each of the kernel's 13 (3x3) or 41 (5x5) lags is formed once per
-pixel instead of once per pair of offsets and position; the patches are never built. The cost model then picks
+In pure torch the direct form wins when a filter bank is small next to the kernel's Gram matrix (LeNet-5's 5x5
+kernels), the patch form on 3x3 kernels. For float32 on the CPU the patch form's Gram matrices come from a compiled
+kernel (:mod:`relief_nb.native`): entry ``(a, b)`` of ``G_nc`` sums ``|x[u]| |x[u + lag]|`` over the pixels that
+kernel offset ``a`` visits, with ``lag = b - a``, so each of the kernel's 13 (3x3) or 41 (5x5) lags is formed once
+per pixel instead of once per pair of offsets and position; the patches are never built. The cost model then picks
 the patch form for every paper layer except VGG's 2x2 maps (pixel form).
 
 Only the upper triangles of the symmetric matrices are used. All terms are products of absolute values, so the
@@ -45,7 +45,7 @@ from torch import nn
 from . import native
 
 __all__ = ["CONV_AGGREGATIONS", "CONV_FORMS", "ConvAggregation", "ConvScoreAccumulator", "LinearScoreAccumulator",
-           "abs_contiguous", "batch_abs_stats"]
+           "batch_abs_stats"]
 
 ConvAggregation = Literal["sample_l2", "mean_l2", "mean_l1"]
 CONV_AGGREGATIONS: tuple[str, ...] = ("sample_l2", "mean_l2", "mean_l1")
@@ -118,14 +118,14 @@ class ConvScoreAccumulator:
         self.count += x.shape[0]
         self.positions = _out_positions(self.layer, x.shape[-2:])
         compiled = None
-        if self.aggregation == "sample_l2" and self.chosen_form(x.shape[-2:], _native_applies(x)) == "patch":
+        if self.aggregation == "sample_l2" and self.chosen_form(x.shape[-2:], native.accepts(x)) == "patch":
             compiled = native.patch_grams(x, self.layer, _out_hw(self.layer, x.shape[-2:]))
         if compiled is not None:
             gram, channel_max = compiled
             s = torch.zeros(x.shape[1], self.layer.out_channels, dtype=x.dtype)
             _add_root_quadratic_forms(s, self._coefficients(weight, "patch", x.shape[-2:]), gram)
         elif self.aggregation == "sample_l2":
-            a = abs_contiguous(x)
+            a = _abs_contiguous(x)
             channel_max = a.amax(dim=(0, 2, 3))
             s = self._sample_norms(a, weight)
         else:
@@ -275,7 +275,7 @@ class ConvScoreAccumulator:
         return s
 
 
-def abs_contiguous(x: torch.Tensor) -> torch.Tensor:
+def _abs_contiguous(x: torch.Tensor) -> torch.Tensor:
     """``|x|`` written into a fresh contiguous tensor in one pass: reducing a channels-last activation (as
     training leaves it) over batch and positions is ~20x slower than reducing the contiguous copy."""
     return torch.abs(x, out=torch.empty(x.shape, dtype=x.dtype, device=x.device))
@@ -293,11 +293,6 @@ def batch_abs_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return a.sum(0).permute(2, 0, 1), a.amax(0).permute(2, 0, 1)
     a = x.abs()
     return a.sum(0), a.amax(0)
-
-
-def _native_applies(x: torch.Tensor) -> bool:
-    """Can the compiled patch-Gram kernel take ``x``?"""
-    return x.dtype == torch.float32 and x.device.type == "cpu" and native.available()
 
 
 def _add_root_quadratic_forms(total: torch.Tensor, coeff: torch.Tensor, gram: torch.Tensor) -> None:
