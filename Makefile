@@ -12,7 +12,7 @@ export RELIEF_NB_CACHE ?= $(abspath $(VENV))/relief_nb-cache
 
 setup: $(VENV)/.installed
 
-# torch is pinned through constraints.txt to the local CPU wheel (see README, "Installation")
+# torch is pinned through constraints.txt to the CPU wheel (README, "Two commands": why)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e ".[dev,notebooks]" -c constraints.txt
@@ -33,13 +33,15 @@ lint: setup
 test-unit: setup
 	$(BIN)/pytest -n 2 -q tests
 
-# nbval re-executes the committed smoke-profile notebooks and compares the checked cells
+# nbval re-executes the committed notebooks on the fast path (RELIEF_NB_FAST: smoke profile) and compares the
+# checked cells, the CPU-independent method fingerprints (relief_nb/fingerprint.py)
 test-notebooks: setup
-	$(BIN)/pytest -n 2 --dist loadfile -q --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+	RELIEF_NB_FAST=1 $(BIN)/pytest -n 2 --dist loadfile -q --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
-# re-execute every notebook in the smoke profile and commit-ready (outputs kept, noise stripped)
+# rebuild the gallery notebooks/ from the templates in relief_nb/templates: real MNIST results (cpu profile) for
+# the tour, the LeNet table and the summary; smoke outputs on stand-in data where no real data exists (~45 min)
 notebooks: fetch-mnist
-	$(BIN)/relief-nb notebook --all --profile smoke --in-place --data-dir $(DATA)
+	$(BIN)/relief-nb notebook --all --gallery notebooks --data-dir $(DATA)
 
 bench: fetch-mnist
 	$(PY) benchmarks/run_all.py

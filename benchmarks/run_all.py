@@ -8,6 +8,7 @@ from pathlib import Path
 import bench_inference
 import bench_mask_overhead
 import bench_prune_pass
+import bench_sweep
 import torch
 from common import markdown_table
 
@@ -21,6 +22,7 @@ def main() -> None:
         ("Scoring-and-pruning pass vs one forward pass (1000 images)", bench_prune_pass.main(args)),
         ("One training epoch: masked vs dense", bench_mask_overhead.main(args)),
         ("CPU inference: exported vs dense (after pruning)", bench_inference.main(args)),
+        ("A sweep's runs: one by one in-process vs on the default Dask LocalCluster", bench_sweep.main(args)),
     ]
     text = [f"# Benchmarks\n\ntorch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
             "reproduce with `make bench` (or `python benchmarks/run_all.py`).\n"]

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
-from typing import Any
+
+from . import paths
+from .batch import add_notebook_commands
+from .session import NOTEBOOKS, parse_assignments
+from .sweep import add_sweep_command
 
 __all__ = ["main", "parse_assignments"]
-
-
-def parse_assignments(pairs: list[str]) -> dict[str, Any]:
-    """``["alpha_fc=0.9", "tolerance=None"]`` -> dict, values read as Python literals where they parse."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise SystemExit(f"error: -p expects NAME=VALUE, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        try:
-            out[key.strip()] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key.strip()] = raw
-    return out
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -40,12 +29,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     kernel = f"compiled (cached in {native.cache_dir()})" if native.available() else \
         "pure torch (no C compiler, or RELIEF_NB_NATIVE=0)"
     print(f"conv scoring kernel: {kernel}")
-    try:
-        from .notebooks import list_notebooks
-    except ImportError:
-        return 0
-    print("notebooks (relief-nb notebook NAME):")
-    for nb in list_notebooks():
+    print(f"notebooks (relief-nb notebook NAME; templates in {paths.TEMPLATE_DIR}):")
+    for nb in NOTEBOOKS.values():
         print(f"  {nb.name:22s} {nb.title}; parameters: {', '.join(nb.parameters)}")
     return 0
 
@@ -62,7 +47,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .presets import experiment_config
 
     cfg = experiment_config(args.experiment, args.profile, **parse_assignments(args.param))
-    run = Run(cfg, args.results_dir, args.data_dir, args.device, progress=not args.no_progress)
+    run = Run(cfg, paths.runs_folder(args.results_dir, args.profile), args.data_dir, args.device,
+              progress=not args.no_progress, label=args.experiment)
     print(f"run folder: {run.folder}")
     metrics = run.run(resume=not args.restart)
     cols = ["iteration", "val_acc", "test_acc", "test_error", "params_remaining", "compression", "flops_reduction"]
@@ -79,35 +65,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
     p = sub.add_parser("fetch", help="download a data set (checksums verified)")
     p.add_argument("dataset")
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("--data-dir", default=str(paths.default_data_dir()))
     p.set_defaults(func=_cmd_fetch)
     p = sub.add_parser("run", help="run (or resume) one experiment without a notebook")
     p.add_argument("experiment")
     p.add_argument("--profile", default="cpu")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--results-dir", default="results/runs")
+    p.add_argument("--data-dir", default=str(paths.default_data_dir()))
+    p.add_argument("--results-dir", default=str(paths.default_results_dir()),
+                   help="the run goes to RESULTS_DIR/runs/<run name> (RESULTS_DIR/smoke/runs for --profile smoke)")
     p.add_argument("--device", default="auto")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_run)
-    try:
-        from .notebooks import add_notebook_commands
-    except ImportError:
-        pass
-    else:
-        add_notebook_commands(sub)
+    add_notebook_commands(sub)
+    add_sweep_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 a usage error (bad name or value), 1 a failure (data, files, checkpoint), 130 Ctrl-C."""
+    from .experiment import CheckpointError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError, FileNotFoundError) as err:
+    except (KeyError, ValueError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except CheckpointError as err:
+        print(f"error: {err}; rerun with --restart to start the run over", file=sys.stderr)
+        return 1
+    except OSError as err:  # missing data, an unwritable results folder, a failed download
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last finished epoch", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from .models import create_model, family_of
 from .relief import ReliefConfig, relief_prune
 from .structure import PruningGraph, trace_model
 from .training import TrainConfig, evaluate, make_optimizer, train_epoch
+from .validation import expect
 
 __all__ = ["CheckpointError", "ExperimentConfig", "Run", "run_experiment"]
 
@@ -39,7 +43,7 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Every hyperparameter of a run. Defaults are LeNet-300-100 on MNIST as in SPEC.md."""
+    """Every hyperparameter of a run. Defaults are LeNet-300-100 on MNIST at the paper's settings (docs/method.md)."""
 
     model: str = "lenet300-100"
     dataset: str = "mnist"
@@ -60,23 +64,32 @@ class ExperimentConfig:
     n_train: int | None = None  # subsets for quick runs (None: everything)
     n_test: int | None = None
     method: str = "relief"  # or a baseline of relief_nb.baselines, pruned to the sparsity of `reference`
-    reference: str | None = None  # NNrelief run folder whose pretrained model and sparsities a baseline uses
+    reference: str | None = None  # NNrelief run (its folder name, beside this run's) a baseline starts from and
+    # whose per-iteration sparsity it matches; a name, not a path, so the same baseline is one run from anywhere
 
     def __post_init__(self) -> None:
         self.relief_config()  # validates alphas and options early
+        for name, minimum, example in (("iterations", 0, "20"), ("scoring_size", 1, "1000"), ("val_size", 1, "5000")):
+            expect(name, getattr(self, name), (int,), lambda v, m=minimum: v >= m, f"an integer >= {minimum}", example)
+        expect("seed", self.seed, (int,), example="0")
+        for name in ("n_train", "n_test"):
+            expect(name, getattr(self, name), (int, type(None)), lambda v: v >= 1, "None or an integer >= 1", "1000")
+        expect("tolerance", self.tolerance, (int, float, type(None)), lambda v: v >= 0,
+               "None or a fraction of accuracy >= 0", "0.005")
+        expect("target_compression", self.target_compression, (int, float, type(None)), lambda v: v > 1,
+               "None or a number > 1", "50")
+        expect("synthetic", self.synthetic, (bool,))
+        expect("rewind", self.rewind, (bool, type(None)), example="True")
+        for stage in ("pretrain", "retrain"):
+            if not isinstance(getattr(self, stage), TrainConfig):
+                raise ValueError(f"{stage} must be a TrainConfig, got {getattr(self, stage)!r}")
         family_of(self.model)  # unknown names raise, listing the known ones
         if self.dataset not in DATASETS:
             raise KeyError(f"unknown data set {self.dataset!r}; known data sets: {', '.join(sorted(DATASETS))}")
-        if int(self.iterations) < 0:
-            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}")
         if self.method != "relief" and self.reference is None:
             raise ValueError(f"the {self.method} baseline needs reference=<folder of an NNrelief run>")
-        if self.tolerance is not None and self.tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0 (a fraction of accuracy), got {self.tolerance}")
-        if self.target_compression is not None and not self.target_compression > 1:
-            raise ValueError(f"target_compression must be > 1 (e.g. 50 for 50x), got {self.target_compression}")
 
     def relief_config(self) -> ReliefConfig:
         return ReliefConfig(self.alpha_conv, self.alpha_fc, self.conv_aggregation, self.selection)  # type: ignore[arg-type]
@@ -131,10 +144,45 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+@contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.lock`` for the duration: a second process on the same run waits (and says for whom),
+    then finds the run's files as the first left them (an OS lock, released even if its holder is killed)."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): runs are not protected against a concurrent twin
+        yield
+        return
+    with open(folder / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            print(f"run {folder.name} is already running (pid {holder}); waiting for it", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'; a device this machine lacks is refused."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but this machine has no CUDA device; use device='cpu' "
+                         "or 'auto'")
+    return resolved
 
 
 class Run:
@@ -142,12 +190,13 @@ class Run:
 
     def __init__(self, config: ExperimentConfig, results_dir: str | os.PathLike = "results",
                  data_dir: str | os.PathLike = "data", device: str | torch.device | None = "auto",
-                 progress: bool = True, dataset: Dataset | None = None) -> None:
+                 progress: bool | str = True, dataset: Dataset | None = None, label: str | None = None) -> None:
         self.config = config
         self.folder = Path(results_dir) / config.run_name()
         self.data_dir = Path(data_dir)
         self.device = _resolve_device(device)
-        self.progress = progress
+        self.progress = progress  # True: progress bars; "text": plain lines every 30 s (logs, papermill); False
+        self.label = label or config.run_name()
         self._dataset = dataset
 
     # ------------------------------------------------------------------ setup
@@ -161,6 +210,13 @@ class Run:
 
     def _setup(self) -> None:
         cfg, ds = self.config, self._data()
+        for split, labels in (("training", ds.train_y), ("test", ds.test_y)):
+            if len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < ds.num_classes):
+                raise ValueError(f"{ds.name}: {split} labels must lie in [0, {ds.num_classes}), found "
+                                 f"{int(labels.min())}..{int(labels.max())}; check the label files")
+        if cfg.val_size >= len(ds.train_y):
+            raise ValueError(f"val_size={cfg.val_size} leaves no training data ({len(ds.train_y)} training images); "
+                             f"for example val_size={max(1, len(ds.train_y) // 10)}")
         self.train_x, self.train_y, self.val_x, self.val_y = ds.split_validation(cfg.val_size, cfg.seed)
         g = torch.Generator().manual_seed(cfg.seed + 1)
         idx = torch.randperm(len(self.train_y), generator=g)[: cfg.scoring_size]
@@ -228,8 +284,8 @@ class Run:
         if state.get("optimizer") is not None:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
-        bar = tqdm(range(state["epoch"], cfg.epochs), desc=label, leave=False, disable=not self.progress,
-                   initial=state["epoch"], total=cfg.epochs)
+        bar = self._bar(range(state["epoch"], cfg.epochs), desc=f"{self.label}: {label}", leave=False,
+                        initial=state["epoch"], total=cfg.epochs)
         for epoch in bar:
             start = time.perf_counter()
             loss = train_epoch(self.model, self.train_x, self.train_y, ds, cfg, opt, self.device, self.generator)
@@ -259,14 +315,18 @@ class Run:
 
         ``stop_after_epochs`` interrupts the run after that many epochs (for tests of resumption).
         """
-        cfg = self.config
         self._stop_after_epochs = stop_after_epochs
+        self._setup()  # data, labels, sizes: every check that can fail runs before anything is written
         self.folder.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.folder):
+            return self._run_locked(resume)
+
+    def _run_locked(self, resume: bool) -> pd.DataFrame:
+        cfg = self.config
         (self.folder / "masks").mkdir(exist_ok=True)
         config_path = self.folder / "config.json"
         if not config_path.exists():
             config_path.write_text(json.dumps(self.config.to_dict(), indent=2))
-        self._setup()
         if resume and self.checkpoint_path.exists():
             state = load_checkpoint(self.checkpoint_path)
             self._restore(state)
@@ -276,8 +336,7 @@ class Run:
                      "before": None, "done": False,
                      "init": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
             self._save(state)
-        bar = tqdm(total=cfg.iterations + 1, desc=cfg.run_name(), disable=not self.progress,
-                   initial=len(state["rows"]))
+        bar = self._bar(total=cfg.iterations + 1, desc=f"{self.label}: iterations", initial=len(state["rows"]))
         try:
             while not state["done"]:
                 self._step(state)
@@ -287,11 +346,24 @@ class Run:
             bar.close()
         return self.metrics()
 
+    def _bar(self, iterable: Any = None, **kwargs: Any) -> tqdm:
+        if self.progress == "text":  # a terminal log or papermill's streamed output: a line at most every 30 s
+            import sys
+
+            from tqdm import tqdm as plain
+
+            return plain(iterable, file=sys.stderr, mininterval=30, ascii=True, **kwargs)
+        return tqdm(iterable, disable=not self.progress, **kwargs)
+
+    def _reference_folder(self) -> Path:
+        ref = Path(self.config.reference or "")
+        return ref if len(ref.parts) > 1 or ref.is_absolute() else self.folder.parent / ref
+
     def _step(self, state: dict[str, Any]) -> None:
         cfg = self.config
         if state["phase"] == "pretrain":
             if cfg.reference is not None:  # a baseline starts from the reference run's pretrained model
-                load_pruned_state_dict(self.model, torch.load(Path(cfg.reference) / "masks" / "iter_00.pt",
+                load_pruned_state_dict(self.model, torch.load(self._reference_folder() / "masks" / "iter_00.pt",
                                                               map_location=self.device))
             else:
                 self._train_stage(state, cfg.pretrain, "pretrain")
@@ -313,7 +385,7 @@ class Run:
             self._finish_iteration(state)
 
     def _reference_layers(self) -> pd.DataFrame:
-        path = Path(self.config.reference) / "layers.csv"
+        path = self._reference_folder() / "layers.csv"
         if not path.exists():
             raise FileNotFoundError(f"reference run {self.config.reference} has no layers.csv; run NNrelief first")
         return pd.read_csv(path, dtype={"layer": str})
@@ -358,6 +430,10 @@ class Run:
         reached = cfg.target_compression is not None and row["compression"] >= cfg.target_compression
         state["stopped_early"] = stop
         self._write_metrics(state)
+        if self.progress:
+            print(f"[{self.label}] iteration {k}/{cfg.iterations}: {row['compression']:.1f}x, val error "
+                  f"{100 * (1 - row['val_acc']):.2f} %, test error {100 * row['test_error']:.2f} % "
+                  f"({row['wall_time_s']:.0f} s){' (stopped: outside tolerance)' if stop else ''}", flush=True)
         if stop or reached or k >= self._last_iteration():
             state["done"] = True
             state["best_model"] = state["optimizer"] = state["scheduler"] = None

@@ -2,7 +2,7 @@
 
 Every model is a chain of standard layers (``nn.Sequential``) and :class:`ResidualBlock`; that vocabulary is
 what :mod:`relief_nb.structure` understands, so one pruning implementation serves all of them.
-Weights are kaiming-normal; biases and BatchNorm keep PyTorch's defaults (SPEC.md, "Architectures").
+Weights are kaiming-normal; biases and BatchNorm keep PyTorch's defaults (docs/method.md, "Architectures").
 """
 
 from __future__ import annotations

@@ -1,8 +1,17 @@
-"""Figures (matplotlib + seaborn): accuracy vs. parameters, per-layer sparsity, scores, the input-pixel map."""
+"""Figures (matplotlib + seaborn): test error vs. parameters, per-layer sparsity, scores, the alpha rule, the
+input-pixel map and a cross-network summary.
+
+Conventions: every title names what is plotted and for which network; errors are in % everywhere; log axes carry
+plain tick labels (``20k``, ``5%``, ``10x``); every figure function takes ``mark`` (e.g. ``"SMOKE"``), which is
+stamped diagonally across each panel so that smoke-profile or synthetic stand-in figures cannot pass for results.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import re
+import textwrap
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -10,6 +19,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib import cm, patheffects, ticker
+from matplotlib.colors import Normalize
+from matplotlib.lines import Line2D
 from torch import nn
 
 from .masks import current_mask
@@ -20,76 +32,248 @@ from .selection import select
 from .structure import PruningGraph, trace_model
 
 __all__ = [
+    "SYNTHETIC_MARK",
+    "display_name",
+    "layer_scores",
     "plot_accuracy_vs_parameters",
     "plot_alpha_rule",
     "plot_input_pixel_map",
     "plot_layer_sparsity",
     "plot_score_distributions",
+    "plot_summary",
     "save_figure",
-    "layer_scores",
 ]
 
 sns.set_theme(style="whitegrid", context="notebook")
 
+SYNTHETIC_MARK = "SYNTHETIC stand-in: not a result"
+
+_NETWORKS = {"lenet300-100": "LeNet-300-100", "lenet300": "LeNet-300-100", "lenet5": "LeNet-5",
+             "vgg-like": "VGG-like", "vgglike": "VGG-like", "vgg19-64": "VGG-19 (64x64)",
+             "resnet18-64": "ResNet-18 (64x64)"}
+_DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny-imagenet": "Tiny-ImageNet",
+             "tiny": "Tiny-ImageNet"}
+# One colour and marker per method of ours, the same in every figure; other methods get the next free ones.
+_METHOD_STYLES = {"NNrelief": ("tab:blue", "o"), "magnitude (global)": ("tab:orange", "s"),
+                  "magnitude (per layer)": ("tab:green", "^"), "random": ("tab:red", "v")}
+_SPARE_STYLES = [("tab:purple", "D"), ("tab:brown", "P"), ("tab:pink", "<"), ("tab:olive", ">"), ("tab:cyan", "h")]
+_PUBLISHED_MARKERS = ["X", "*", "D", "p", "h", "P", "<", ">"]
+
+
+def display_name(name: str | None) -> str:
+    """Readable network / run name: ``'lenet300-100'`` -> ``'LeNet-300-100'``, ``'resnet56-cifar100'`` ->
+    ``'ResNet-56 on CIFAR-100'``; unknown names come back unchanged."""
+    if not name:
+        return ""
+
+    def network(n: str) -> str | None:
+        if n in _NETWORKS:
+            return _NETWORKS[n]
+        m = re.fullmatch(r"(vgg|resnet)(\d+)", n)
+        return f"{'VGG' if m.group(1) == 'vgg' else 'ResNet'}-{m.group(2)}" if m else None
+
+    if (net := network(name)) is not None:
+        return net
+    for key, data in _DATASETS.items():
+        if name.endswith(f"-{key}") and (net := network(name[: -len(key) - 1])) is not None:
+            return f"{net} on {data}"
+    return name
+
+
+def _heading(subject: str, what: str) -> str:
+    return f"{subject}: {what}" if subject else what[:1].upper() + what[1:]
+
+
+def _method_style(method: str, seen: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    if method not in seen:
+        seen[method] = _METHOD_STYLES.get(method) or _SPARE_STYLES[len(
+            [m for m in seen if m not in _METHOD_STYLES]) % len(_SPARE_STYLES)]
+    return seen[method]
+
+
+def _published_marker(method: str) -> str:
+    methods = list(dict.fromkeys(published_table().method))
+    return _PUBLISHED_MARKERS[methods.index(method) % len(_PUBLISHED_MARKERS)] if method in methods else "X"
+
+
+def _published_label(method: str) -> str:
+    return f"published: {method}"
+
+
+# ---------------------------------------------------------------------------------------------- tick labels
+def _fmt_count(v: float, _pos: object = None) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= size:
+            return f"{v / size:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def _fmt_pct(v: float, _pos: object = None) -> str:
+    return f"{v:.3g}%"
+
+
+def _fmt_times(v: float, _pos: object = None) -> str:
+    return f"{v:.3g}x"
+
+
+def _fmt_pow10(v: float, _pos: object = None) -> str:
+    k = math.log10(v) if v > 0 else 0.0
+    return f"$10^{{{round(k)}}}$" if abs(k - round(k)) < 1e-9 else f"{v:.2g}"
+
+
+def _log_ticks(axis: object, fmt: Callable[[float, object], str], max_ticks: int = 6) -> None:
+    """Plain-number ticks on a log axis (1-2-5, 1-3 or decades, whatever fits ``max_ticks``), no minor labels."""
+    lo, hi = sorted(axis.get_view_interval())
+    lo = max(lo, 1e-300)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks: list[float] = []
+    for mults in ((1, 2, 3, 5), (1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0 ** k for k in decades for m in mults if lo <= m * 10.0 ** k <= hi]
+        if len(ticks) <= max_ticks:
+            break
+    if len(ticks) > max_ticks:
+        ticks = ticks[:: math.ceil(len(ticks) / max_ticks)]
+    if len(ticks) < 2:  # less than a decade without a 1-2-5 value inside: linear-style ticks
+        ticks = [t for t in ticker.MaxNLocator(3).tick_values(lo, hi) if lo <= t <= hi and t > 0]
+    axis.set_major_locator(ticker.FixedLocator(ticks))
+    axis.set_major_formatter(ticker.FuncFormatter(fmt))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+# ---------------------------------------------------------------------------------------------- marks
+def _watermark(ax: plt.Axes, text: str) -> plt.Text:
+    """Stamp ``text`` diagonally across ``ax``, behind the data, sized so that it stays inside the axes."""
+    wrapped = "\n".join(textwrap.fill(part, 20) for part in text.split("\n"))
+    t = ax.text(0.5, 0.5, wrapped, transform=ax.transAxes, ha="center", va="center", rotation=28,
+                rotation_mode="anchor", fontsize=20, fontweight="bold", color="tab:red", alpha=0.5, zorder=1,
+                multialignment="center", clip_on=False,
+                path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")])
+    t.set_in_layout(False)
+    t._relief_mark = True  # recognised by _fit_marks
+    return t
+
+
+def _fit_marks(fig: plt.Figure, fill: float = 0.9) -> None:
+    """After layout: size every mark to fill at most ``fill`` of its axes (6 to 40 pt)."""
+    marks = [t for ax in fig.axes for t in ax.texts if getattr(t, "_relief_mark", False)]
+    if not marks:
+        return
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    for t in marks:
+        box = t.axes.get_window_extent(renderer)
+        for _ in range(4):
+            ext = t.get_window_extent(renderer)
+            scale = min(fill * box.width / max(ext.width, 1), fill * box.height / max(ext.height, 1))
+            size = float(np.clip(t.get_fontsize() * scale, 6, 40))
+            if abs(size - t.get_fontsize()) < 0.25:
+                break
+            t.set_fontsize(size)
+
+
+def _finish(fig: plt.Figure, mark: str | None, axes: list[plt.Axes]) -> plt.Figure:
+    if mark:
+        for ax in axes:
+            _watermark(ax, mark)
+    _fit_marks(fig)
+    return fig
+
 
 def save_figure(fig: plt.Figure, folder: str | Path, name: str) -> Path:
+    """Save ``fig`` as ``folder/name.png`` (120 dpi, tight bounding box) and return the path."""
     path = Path(folder) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
 
 
+# ---------------------------------------------------------------------------------------------- figures
+def _published_points(ax: plt.Axes, network: str, x_of: Callable[[pd.Series], pd.Series]) -> None:
+    for row in published_table(network).itertuples():
+        ax.scatter(x_of(row.compression), row.error_pct, marker=_published_marker(row.method), s=70,
+                   color="0.55", edgecolor="k", linewidth=0.8, zorder=5,
+                   label=f"{_published_label(row.method)}: {row.compression:g}x, {row.error_pct:.2f}%")
+
+
 def plot_accuracy_vs_parameters(metrics: Mapping[str, pd.DataFrame], network: str | None = None,
-                                ax: plt.Axes | None = None, title: str = "") -> plt.Figure:
-    """Test error (%) against remaining parameters (log axis) over iterations, one line per run; the dense
-    baseline as a dashed line and, for LeNets, the published points of SPEC.md."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.5))
+                                ax: plt.Axes | None = None, title: str = "",
+                                mark: str | None = None) -> plt.Figure:
+    """Test error (%) against remaining parameters (log axis, shrinking to the right), one line per run.
+
+    Each run's dense error is a dashed line in its colour; its final compression and error are in its legend
+    label. With ``network``, the published points of that network (:func:`relief_nb.published.published_table`)
+    are grey markers, one shape per method, in the legend. ``title`` replaces the default title.
+    """
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(11, 4.8), layout="constrained")
+    fig = ax.figure
+    total = None
     for label, df in metrics.items():
-        line = ax.plot(df.params_remaining, 100 * df.test_error, marker="o", label=label)[0]
+        if df.empty:
+            continue
+        last = df.iloc[-1]
+        line = ax.plot(df.params_remaining, 100 * df.test_error, marker="o", ms=4,
+                       label=f"{label} (final {last.compression:.1f}x, {100 * last.test_error:.2f}%)")[0]
         ax.axhline(100 * df.test_error.iloc[0], color=line.get_color(), ls="--", lw=0.8)
-        for _, row in df.iloc[[-1]].iterrows():
-            ax.annotate(f"{row.compression:.1f}x", (row.params_remaining, 100 * row.test_error),
-                        textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if network is not None:
-        pub = published_table(network)
-        first = next(iter(metrics.values()), None)
-        if len(pub) and first is not None:
-            total = first.params_total.iloc[0]
-            ax.scatter(total / pub.compression, pub.error_pct, marker="x", color="k", zorder=5,
-                       label="published (other methods)")
-            for _, row in pub.iterrows():
-                ax.annotate(row.method.split(" (")[0], (total / row.compression, row.error_pct), fontsize=7,
-                            textcoords="offset points", xytext=(3, -9))
+        total = total or df.params_total.iloc[0]
+    handles, labels = ax.get_legend_handles_labels()
+    n_runs = len(handles)
+    if total is not None:
+        handles.append(Line2D([], [], color="0.4", ls="--", lw=0.8))
+        labels.append("dense error of each run (dashed)")
+    if network is not None and total is not None:
+        _published_points(ax, network, lambda c: total / c)
+        h, l = ax.get_legend_handles_labels()
+        handles += h[n_runs:]
+        labels += l[n_runs:]
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("remaining parameters (log scale; weights + biases of conv and linear layers)")
+    _log_ticks(ax.xaxis, _fmt_count, max_ticks=8)
+    ax.set_xlabel("remaining parameters (weights + biases of conv and linear layers; log scale)")
     ax.set_ylabel("test error (%)")
-    ax.set_title(title or "Accuracy over pruning iterations")
-    ax.legend(fontsize=8)
-    return ax.figure
+    ax.set_title(title or _heading(display_name(network), "test error vs remaining parameters"))
+    if handles:
+        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return _finish(fig, mark, [ax])
 
 
-def plot_layer_sparsity(layers: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Remaining fraction of weights and alive units per layer, one line per iteration."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+def plot_layer_sparsity(layers: pd.DataFrame, title: str = "", mark: str | None = None, *,
+                        network: str | None = None) -> plt.Figure:
+    """Per layer (rows, input at the top): weights + biases remaining (%, log axis) and units alive (%), one
+    line per iteration. ``title`` (or ``network``) names the network / run, e.g. ``'lenet300-mnist'``."""
     df = layers.copy()
     df["layer"] = df["layer"].astype(str)
-    df["alive_fraction"] = df.alive_units / df.units
+    df["alive_pct"] = 100 * df.alive_units / df.units
+    df["remaining_pct"] = 100 * df.remaining_fraction
     order = list(dict.fromkeys(df.layer))
-    palette = sns.color_palette("viridis", df.iteration.nunique())
-    for ax, column, label in ((axes[0], "remaining_fraction", "remaining fraction of weights"),
-                              (axes[1], "alive_fraction", "alive units (fraction)")):
-        sns.lineplot(df, x="layer", y=column, hue="iteration", palette=palette, marker="o", ax=ax,
-                     sort=False, legend=ax is axes[1])
-        ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=8)
-        ax.set_yscale("log" if column == "remaining_fraction" else "linear")
-        ax.set_ylabel(label)
-    if axes[1].get_legend():
-        sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1, 1), title="iteration")
-    fig.suptitle(title or "Per-layer sparsity over iterations")
-    fig.tight_layout()
-    return fig
+    position = {name: i for i, name in enumerate(order)}
+    iterations = sorted(df.iteration.unique())
+    height = min(12.0, max(3.2, 0.24 * len(order) + 1.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, height), sharey=True, layout="constrained")
+    cmap, norm = plt.get_cmap("viridis"), Normalize(min(iterations), max(max(iterations), min(iterations) + 1))
+    for it in iterations:
+        rows = df[df.iteration == it]
+        y = rows.layer.map(position)
+        for ax, column in zip(axes, ("remaining_pct", "alive_pct")):
+            ax.plot(rows[column], y, marker="o", ms=3.5, lw=1.2, color=cmap(norm(it)), label=f"iteration {it}")
+    axes[0].set_xscale("log")
+    _log_ticks(axes[0].xaxis, _fmt_pct)
+    axes[1].set_xlim(-3, 103)
+    axes[1].xaxis.set_major_formatter(ticker.FuncFormatter(_fmt_pct))
+    step = math.ceil(len(order) / 45)  # beyond ~45 layers, name every step-th one
+    axes[0].set_yticks(range(0, len(order), step), order[::step], fontsize=8)
+    axes[0].set_ylim(len(order) - 0.5, -0.5)
+    axes[0].set_xlabel("weights + biases remaining (%, log scale)")
+    axes[1].set_xlabel("units alive (%)")
+    axes[0].set_ylabel("layer (input at the top)")
+    if len(iterations) <= 8:
+        axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    else:
+        bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="pruning iteration", pad=0.01)
+        bar.ax.yaxis.set_major_locator(ticker.MaxNLocator(6, integer=True))
+    fig.suptitle(_heading(display_name(network or title), "weights remaining and units alive per layer"))
+    return _finish(fig, mark, list(axes))
 
 
 @torch.no_grad()
@@ -123,56 +307,161 @@ def layer_scores(model: nn.Module, batch: torch.Tensor, config: ReliefConfig | N
             for name, acc in accumulators.items()}
 
 
-def plot_score_distributions(scores: Mapping[str, torch.Tensor], title: str = "",
-                             max_per_layer: int = 20000) -> plt.Figure:
-    """Histograms of the non-zero scores of each layer, normalised by each unit's total (log axis); layers
-    with more than ``max_per_layer`` scores are shown through a fixed random sample of that size."""
-    frames = []
+def plot_score_distributions(scores: Mapping[str, torch.Tensor], title: str = "", max_per_layer: int = 20000,
+                             mark: str | None = None, *, network: str | None = None) -> plt.Figure:
+    """Per layer, a histogram of each connection's share of its unit's total score (non-zero shares, log
+    axis shared by all panels); layers with more than ``max_per_layer`` shares are shown through a fixed random
+    sample of that size. ``title`` (or ``network``) names the network / run."""
+    if not scores:
+        raise ValueError("plot_score_distributions needs the scores of at least one layer")
     g = torch.Generator().manual_seed(0)
+    shares = {}
     for name, s in scores.items():
-        share = s.detach().cpu() / s.detach().cpu().sum(1, keepdim=True).clamp_min(1e-30)
+        s = s.detach().cpu().double()
+        share = s / s.sum(1, keepdim=True).clamp_min(1e-30)
         values = share[share > 0].flatten()
         if values.numel() > max_per_layer:
             values = values[torch.randperm(values.numel(), generator=g)[:max_per_layer]]
-        values = values.double().numpy()
-        frames.append(pd.DataFrame({"layer": name, "share of the unit's total score": values}))
-    df = pd.concat(frames, ignore_index=True)
-    g = sns.displot(df, x="share of the unit's total score", col="layer", col_wrap=min(4, len(scores)),
-                    log_scale=True, bins=40, height=2.6, facet_kws={"sharey": False})
-    g.figure.suptitle(title or "Distribution of importance scores per layer", y=1.03)
-    return g.figure
+        shares[name] = values.numpy()
+    everything = np.concatenate([v for v in shares.values() if v.size] or [np.array([1e-3, 1.0])])
+    lo, hi = everything.min(), everything.max()
+    bins = np.logspace(np.log10(lo), np.log10(hi) + 1e-9 if hi > lo else np.log10(lo) + 1, 41)
+    ncols = min(4, len(shares))
+    nrows = math.ceil(len(shares) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols + 0.6, 2.3 * nrows + 1.0), sharex=True,
+                             squeeze=False, layout="constrained")
+    flat = list(axes.flat)
+    for ax, (name, values) in zip(flat, shares.items()):
+        ax.hist(values, bins=bins, color="tab:blue", alpha=0.85)
+        ax.set_title(name, fontsize=10)
+        ax.set_xscale("log")
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(4))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_fmt_count))
+        ax.tick_params(labelsize=8)
+    for ax in flat[len(shares):]:
+        ax.remove()
+    used = flat[: len(shares)]
+    _log_ticks(used[0].xaxis, _fmt_pow10, max_ticks=4)
+    for i, ax in enumerate(used):  # sharex hides inner tick labels; show them under the last panel per column
+        if i + ncols >= len(used):
+            ax.xaxis.set_tick_params(labelbottom=True)
+    fig.supxlabel("connection's share of its unit's total score (log scale)", fontsize=10)
+    fig.supylabel("connections", fontsize=10)
+    fig.suptitle(_heading(display_name(network or title), "distribution of NNrelief scores per layer"))
+    return _finish(fig, mark, used)
 
 
-def plot_alpha_rule(unit_scores: torch.Tensor, alpha: float, title: str = "") -> plt.Figure:
-    """One unit: its sorted scores, the cumulative share, and where the alpha rule cuts."""
-    s = unit_scores.double()
+def plot_alpha_rule(unit_scores: torch.Tensor, alpha: float, title: str = "", mark: str | None = None, *,
+                    network: str | None = None, unit: str = "") -> plt.Figure:
+    """One unit: its connections' scores sorted (kept ones blue), their cumulative share (red) and the ``alpha``
+    line where the rule cuts. ``title`` / ``network`` / ``unit`` (e.g. ``'fc2, unit 0'``) name what is shown."""
+    s = unit_scores.detach().cpu().double()
     keep = select(s.unsqueeze(0), alpha)[0]
     order = torch.argsort(s, descending=True)
     sorted_s, sorted_keep = s[order].numpy(), keep[order].numpy()
     cumulative = np.cumsum(sorted_s) / max(sorted_s.sum(), 1e-30)
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2), layout="constrained")
     x = np.arange(1, len(sorted_s) + 1)
-    ax.bar(x, sorted_s, color=np.where(sorted_keep, "tab:blue", "lightgray"), width=1.0)
-    ax.set_xlabel("incoming connections, sorted by score")
+    ax.bar(x, sorted_s, color=np.where(sorted_keep, "tab:blue", "0.7"), width=1.0, linewidth=0)
+    ax.set_xlabel("the unit's incoming connections, sorted by score (rank)")
     ax.set_ylabel("score")
     ax2 = ax.twinx()
     ax2.plot(x, cumulative, color="tab:red")
     ax2.axhline(alpha, color="tab:red", ls="--", lw=0.8)
-    ax2.set_ylabel("cumulative share", color="tab:red")
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("cumulative share of the score", color="tab:red")
     ax2.grid(False)
-    ax.set_title(title or f"alpha = {alpha}: keeps {int(keep.sum())} of {len(s)} connections (blue)")
-    return fig
+    subject = ", ".join(p for p in (display_name(network), title, unit) if p)
+    kept = int(keep.sum())
+    ax.set_title(_heading(subject, f"NNrelief alpha rule, alpha = {alpha:g} (dashed)")
+                 + f"\nkeeps {kept} of {len(s)} incoming connections (blue), drops {len(s) - kept} (grey)")
+    return _finish(fig, mark, [ax])
 
 
-def plot_input_pixel_map(model: nn.Module, shape: tuple[int, int] = (28, 28), title: str = "") -> plt.Figure:
-    """For a model whose first layer is Linear on flattened pixels: surviving connections per input pixel."""
+def plot_input_pixel_map(model: nn.Module, shape: tuple[int, int] = (28, 28), title: str = "",
+                         mark: str | None = None, *, network: str | None = None,
+                         vmax: float = 1.0) -> plt.Figure:
+    """For a model whose first layer is Linear on flattened pixels: the fraction of that layer's units that
+    still read each pixel, on a fixed 0..``vmax`` colour scale so that dense and pruned maps compare.
+    ``network`` and ``title`` (e.g. ``'dense'``, ``'after the last iteration'``) name what is shown."""
     first = next(m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
     if not isinstance(first, nn.Linear) or first.in_features != shape[0] * shape[1]:
         raise ValueError(f"the input-pixel map needs a first Linear layer over {shape[0]}x{shape[1]} pixels")
     counts = (current_mask(first) != 0).sum(0).reshape(shape).cpu().numpy()
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    im = ax.imshow(counts, cmap="magma")
-    ax.set_axis_off()
-    fig.colorbar(im, ax=ax, label="surviving connections")
-    ax.set_title(title or f"{int((counts > 0).sum())} of {counts.size} pixels still read")
-    return fig
+    fraction = counts / first.out_features
+    fig, ax = plt.subplots(figsize=(6.2, 4.6), layout="constrained")
+    im = ax.imshow(fraction, cmap="magma", vmin=0.0, vmax=vmax)
+    ax.grid(False)
+    ax.set_xlabel("pixel column")
+    ax.set_ylabel("pixel row")
+    ax.set_xticks(np.arange(0, shape[1], 7))
+    ax.set_yticks(np.arange(0, shape[0], 7))
+    bar = fig.colorbar(im, ax=ax, label=f"share of the {first.out_features} first-layer units reading it")
+    bar.ax.yaxis.set_major_locator(ticker.MaxNLocator(5))
+    subject = ", ".join(p for p in (display_name(network), title) if p)
+    ax.set_title(_heading(subject, "input pixels read by the first layer")
+                 + f"\n{int((counts > 0).sum())} of {counts.size} pixels still read", fontsize=11)
+    return _finish(fig, mark, [ax])
+
+
+_SUMMARY_COLUMNS = ("network", "dataset", "method", "seed", "error_pct", "compression", "synthetic")
+
+
+def _as_bool(values: pd.Series) -> pd.Series:
+    if values.dtype == object:
+        return values.map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
+    return values.fillna(False).astype(bool)
+
+
+def plot_summary(results: pd.DataFrame, mark: str | None = None) -> plt.Figure:
+    """Test error (%) against compression (log axis), one panel per (network, data set), one point per run.
+
+    ``results`` has one row per run: network, dataset, method, seed, error_pct, compression, synthetic. Each
+    method has the same colour and marker in every panel; the published points of each network are grey
+    markers. Panels with any synthetic row are stamped ``SYNTHETIC stand-in: not a result``.
+    """
+    if results is None or len(results) == 0:
+        raise ValueError("plot_summary needs at least one run: `results` is empty (expected one row per run "
+                         f"with columns {', '.join(_SUMMARY_COLUMNS)})")
+    missing = [c for c in _SUMMARY_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"plot_summary: `results` lacks the column(s) {', '.join(missing)}")
+    df = results.copy()
+    df["synthetic"] = _as_bool(df.synthetic)
+    groups = list(df.groupby(["network", "dataset"], sort=False))
+    ncols = len(groups) if len(groups) <= 3 else 2 if len(groups) == 4 else 3
+    nrows = math.ceil(len(groups) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(4.6 * ncols, 9.0), 3.6 * nrows + 1.8), squeeze=False,
+                             layout="constrained")
+    flat = list(axes.flat)
+    styles: dict[str, tuple[str, str]] = {}
+    for method in dict.fromkeys(df.method):  # fixed order: same style per method in every panel
+        _method_style(method, styles)
+    legend: dict[str, object] = {}
+    for ax, ((network, dataset), rows) in zip(flat, groups):
+        for method, runs in rows.groupby("method", sort=False):
+            colour, marker = styles[method]
+            h = ax.scatter(runs.compression, runs.error_pct, color=colour, marker=marker, s=45, alpha=0.9,
+                           edgecolor="white", linewidth=0.5, zorder=4)
+            legend.setdefault(method, h)
+        for row in published_table(network).itertuples():
+            h = ax.scatter(row.compression, row.error_pct, marker=_published_marker(row.method), s=70,
+                           color="0.55", edgecolor="k", linewidth=0.8, zorder=5)
+            legend.setdefault(_published_label(row.method), h)
+        ax.set_xscale("log")
+        ax.margins(x=0.15, y=0.15)
+        ax.autoscale_view()
+        _log_ticks(ax.xaxis, _fmt_times)
+        ax.set_title(f"{display_name(network)} on {_DATASETS.get(str(dataset), dataset)}", fontsize=11)
+        ax.set_xlabel("compression (log scale)")
+        ax.set_ylabel("test error (%)")
+        stamp = list(dict.fromkeys(m for m in (mark, SYNTHETIC_MARK if rows.synthetic.any() else None) if m))
+        if stamp:
+            _watermark(ax, "\n".join(stamp))
+    for ax in flat[len(groups):]:
+        ax.remove()
+    fig.legend(list(legend.values()), list(legend.keys()), loc="outside lower center", fontsize=8,
+               ncols=min(3, len(legend)), title="method (grey: published numbers of other papers)",
+               title_fontsize=9)
+    fig.suptitle("Test error vs compression per network and data set (one point per run)")
+    return _finish(fig, None, [])

@@ -1,8 +1,8 @@
-"""The paper's experiments (SPEC.md's table) and the profiles that size them for a machine.
+"""The paper's experiments (docs/method.md, "Settings") and the profiles that size them for a machine.
 
 Profiles:
 
-* ``paper``: SPEC.md's full settings (epochs, iterations), meant for a GPU;
+* ``paper``: the paper's full settings (docs/method.md) (epochs, iterations), meant for a GPU;
 * ``cpu``: the same method with fewer epochs (and, for CIFAR / Tiny-ImageNet, a training subset) so that a
   2-core CPU finishes in tens of minutes; the LeNets stop once they reach 20x (LeNet-300-100) and 50x
   (LeNet-5, with alpha_fc = 0.9) compression; the README's MNIST results use it;
@@ -29,7 +29,7 @@ def _sgd(epochs: int, *milestones: int) -> TrainConfig:
     return TrainConfig(epochs, "sgd", 0.1, milestones=milestones)
 
 
-# SPEC.md: batch 120, weight decay 5e-4 (coupled), gamma 0.1 everywhere
+# docs/method.md: batch 120, weight decay 5e-4 (coupled), gamma 0.1 everywhere
 EXPERIMENTS: dict[str, ExperimentConfig] = {
     "lenet300-mnist": ExperimentConfig("lenet300-100", "mnist", 0.9, 0.95, 20, _adam(60, 30), _adam(60, 30)),
     "lenet5-mnist": ExperimentConfig("lenet5", "mnist", 0.9, 0.95, 20, _adam(60, 30), _adam(60, 30)),

@@ -1,4 +1,4 @@
-"""Published numbers to compare with (SPEC.md): LeNet benchmarks on MNIST, error % and compression.
+"""Published numbers to compare with (docs/method.md): LeNet benchmarks on MNIST, error % and compression.
 
 Source: the Sparse VD authors' public README table; DNS's own abstract says 108x for LeNet-5. These are
 other papers' numbers, quoted for comparison; nothing here is computed by relief_nb.

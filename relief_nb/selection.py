@@ -29,10 +29,9 @@ _BLOCK = 32  # scores per block when locating where the running mass crosses alp
 
 def check_alpha(alpha: float, name: str = "alpha") -> float:
     """Return ``alpha`` as a float if it lies in (0, 1], else raise a ValueError that says how to fix it."""
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1], got {alpha!r}") from None
+    if isinstance(alpha, (bool, str)) or not hasattr(alpha, "__float__"):  # "0.9" or True are not fractions
+        raise ValueError(f"{name} must be a number in (0, 1], got {alpha!r}; for example {name}=0.95")
+    value = float(alpha)
     if not 0.0 < value <= 1.0:
         raise ValueError(f"{name} must lie in (0, 1] (the fraction of each unit's signal to keep), got {alpha}; "
                          "for example 0.95")

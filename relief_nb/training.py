@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .data import Dataset, batches, prepare
+from .validation import expect
 
 __all__ = ["TrainConfig", "evaluate", "make_optimizer", "train_epoch"]
 
@@ -28,9 +29,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if int(self.epochs) < 0 or int(self.batch_size) < 1 or not self.lr > 0:
-            raise ValueError(f"invalid training settings: epochs={self.epochs}, batch_size={self.batch_size}, "
-                             f"lr={self.lr}")
+        expect("epochs", self.epochs, (int,), lambda v: v >= 0, "an integer >= 0", "60")
+        expect("batch_size", self.batch_size, (int,), lambda v: v >= 1, "an integer >= 1", "120")
+        for name, example in (("lr", "0.001"), ("momentum", "0.9"), ("weight_decay", "0.0005"), ("gamma", "0.1")):
+            positive = name == "lr"
+            expect(name, getattr(self, name), (int, float), (lambda v: v > 0) if positive else (lambda v: v >= 0),
+                   "a number > 0" if positive else "a number >= 0", example)
+        expect("milestones", self.milestones, (tuple, list), lambda v: all(isinstance(m, int) and m >= 0 for m in v),
+               "a list of epoch numbers", "(30,)")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
     def to_dict(self) -> dict:

@@ -6,13 +6,16 @@ import nbformat
 import pytest
 
 from relief_nb.cli import main, parse_assignments
-from relief_nb.notebooks import NOTEBOOK_DIR, NOTEBOOKS, check_parameters
+from relief_nb.paths import TEMPLATE_DIR
+from relief_nb.session import NOTEBOOKS, check_parameters
+
+ROOT = TEMPLATE_DIR.parent.parent
 
 
 def test_parse_assignments_reads_literals():
     assert parse_assignments(["alpha_fc=0.9", "iterations=None", "device=cpu", "baselines=False"]) == {
         "alpha_fc": 0.9, "iterations": None, "device": "cpu", "baselines": False}
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_assignments(["alpha_fc"])
 
 
@@ -54,14 +57,26 @@ def test_check_parameters_lists_the_valid_ones(params, message):
     assert "lenet-mnist" in str(err.value)
 
 
-def test_every_notebook_has_one_parameters_cell_matching_its_spec():
+def test_every_template_has_one_parameters_cell_matching_its_spec():
     for name, spec in NOTEBOOKS.items():
         nb = nbformat.read(spec.path, as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, name
-        names = {line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line}
-        assert names <= set(spec.parameters), name
-        assert "profile" in names and 'profile = "smoke"' in tagged[0].source
+        names = {line.split("=")[0].strip() for line in tagged[0].source.splitlines()
+                 if "=" in line and not line.startswith("#")}
+        assert names - {"table"} <= set(spec.parameters), name
+        assert "profile" in names
+
+
+def test_table_notebooks_share_one_template_and_the_gallery_has_one_entry_each():
+    tables = [spec for spec in NOTEBOOKS.values() if spec.is_table]
+    assert len(tables) == 4 and {spec.path for spec in tables} == {TEMPLATE_DIR / "table.ipynb"}
+    for name in NOTEBOOKS:
+        nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+        # the only checked cells are the CPU-independent fingerprints (relief_nb/fingerprint.py)
+        assert all("session.fingerprint()" in c.source for c in checked), name
+        assert bool(checked) == bool(NOTEBOOKS[name].experiments), name
 
 
 def test_notebook_command_refuses_unknown_parameter_and_names_the_notebook(tmp_path, capsys):
@@ -75,26 +90,37 @@ def test_bad_profile_stops_the_notebook_in_its_first_cells(tmp_path):
     from papermill.exceptions import PapermillExecutionError
 
     with pytest.raises(PapermillExecutionError) as err:
-        pm.execute_notebook(str(NOTEBOOK_DIR / "summary.ipynb"), str(tmp_path / "out.ipynb"),
+        pm.execute_notebook(str(TEMPLATE_DIR / "summary.ipynb"), str(tmp_path / "out.ipynb"),
                             parameters={"profile": "huge"}, kernel_name="python3", progress_bar=False)
     assert "valid profiles" in str(err.value)
     assert err.value.exec_count <= 4
 
 
-def test_reproduce_skips_tables_without_data_and_runs_the_rest(tmp_path, capsys):
-    code = main(["reproduce", "cifar100", "--profile", "cpu", "--data-dir", str(tmp_path / "nodata"),
-                 "--results-dir", str(tmp_path / "results")])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "skipped cifar100" in out and f"relief-nb fetch cifar100 --data-dir {tmp_path / 'nodata'}" in out
-    assert (tmp_path / "results" / "summary" / "summary.ipynb").exists()
+def test_a_named_notebook_without_its_data_fails_with_the_fetch_command(tmp_path, capsys):
+    code = main(["notebook", "tour", "--data-dir", str(tmp_path / "nodata"), "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot run tour" in err and f"relief-nb fetch mnist --data-dir {tmp_path / 'nodata'}" in err
+    assert not (tmp_path / "tour").exists()
+
+
+def test_reproduce_skips_tables_without_data_and_fails_when_none_ran(tmp_path, capsys):
+    code = main(["reproduce", "--profile", "cpu", "--device", "cpu", "--data-dir", str(tmp_path / "nodata"),
+                 "--results-dir", str(tmp_path / "results"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1 and "no notebook ran" in captured.err
+    assert "skipped cifar100" in captured.out
+    assert f"relief-nb fetch cifar100 --data-dir {tmp_path / 'nodata'}" in captured.out
+    assert (tmp_path / "results" / "summary" / "summary.ipynb").exists()  # the summary still runs
 
 
 @pytest.mark.slow
-def test_tour_executes_headless_with_figures_and_results(tmp_path):
+def test_tour_executes_headless_with_figures_and_results(tmp_path, capfd):
     code = main(["notebook", "tour", "--profile", "smoke", "--results-dir", str(tmp_path), "--data-dir",
-                 str(NOTEBOOK_DIR.parent / "data")])
+                 str(ROOT / "data"), "-p", "progress=True"])
     assert code == 0
+    out = capfd.readouterr()
+    assert "Executing" in out.err  # papermill's bar over cells
+    assert "[lenet300-mnist] iteration 2/2" in out.out  # a line per finished iteration, streamed from the kernel
     out = tmp_path / "smoke" / "tour" / "tour.ipynb"
     nb = nbformat.read(out, as_version=4)
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
@@ -105,5 +131,5 @@ def test_tour_executes_headless_with_figures_and_results(tmp_path):
     assert "papermill" not in nb.metadata  # timestamps stripped
     figures = sorted(p.name for p in (tmp_path / "smoke" / "tour" / "figures").glob("*.png"))
     assert "tour_alpha_rule.png" in figures and "tour_pixels_final.png" in figures
-    runs = list((tmp_path / "smoke" / "tour" / "runs").glob("*/metrics.json"))
+    runs = list((tmp_path / "smoke" / "runs").glob("*/metrics.json"))
     assert len(runs) == 1 and len(json.loads(runs[0].read_text())) == 3

@@ -1,7 +1,13 @@
 """Project files agree with each other: environment.yml vs pyproject.toml, console script, notebooks."""
 
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 
@@ -38,3 +44,38 @@ def test_kernel_source_ships_with_the_package():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert native.SOURCE.exists()
     assert any(native.SOURCE.match(pattern) for pattern in config["relief_nb"])
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_finds_its_notebooks(tmp_path):
+    """Build a wheel, install it in a fresh virtual environment (torch and the rest borrowed from this one's
+    site-packages through a .pth line, the editable relief_nb not), and execute a notebook from elsewhere."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
+    wheel = next(wheels.glob("relief_nb-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    assert {"relief_nb/templates/table.ipynb", "relief_nb/templates/tour.ipynb",
+            "relief_nb/templates/summary.ipynb", "relief_nb/csrc/patch_gram.c"} <= names
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    with zipfile.ZipFile(wheel) as zf:  # what pip install does for a pure-Python wheel, without needing pip
+        zf.extractall(site)
+    borrowed = sysconfig.get_paths()["purelib"]
+    (site / "borrowed.pth").write_text(borrowed + "\n")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    check = subprocess.run([str(python), "-c", "import relief_nb, sys; print(relief_nb.__file__)"], cwd=work,
+                           capture_output=True, text=True, check=True)
+    assert check.stdout.startswith(str(site))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELIEF_NB")}
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
+    proc = subprocess.run([str(python), "-m", "relief_nb.cli", "notebook", "summary", "--profile", "smoke",
+                           "--no-progress"], cwd=work, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "results" / "smoke" / "summary" / "summary.ipynb").exists()

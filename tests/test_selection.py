@@ -1,4 +1,4 @@
-"""The selection rule: SPEC.md's table under both rules, and properties of the paper rule."""
+"""The selection rule: the table of docs/method.md under the paper's and the code's rule, and properties."""
 
 import pytest
 import torch
@@ -82,7 +82,7 @@ def test_unknown_rule_is_refused():
 
 
 def _reference_keep(row: list[float], alpha: float, rule: str) -> list[bool]:
-    """SPEC.md's rules written out for one unit: a plain running sum over the scores, largest first."""
+    """The two rules (docs/method.md) written out for one unit: a plain running sum over the scores, largest first."""
     ordered = sorted(row, reverse=True)
     total, running, below = sum(ordered), 0.0, 0
     for s in ordered:

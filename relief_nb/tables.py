@@ -1,0 +1,107 @@
+"""Results tables: a run's final row, every run of a results folder, the summary beside published numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .experiment import ExperimentConfig, Run
+from .presets import EXPERIMENTS
+
+if TYPE_CHECKING:
+    from .selection import SelectionRule
+
+__all__ = ["METHOD_LABELS", "alpha_sweep", "final_row", "gather_results", "method_table", "summary_rows",
+           "summary_table"]
+
+# method key of a run -> the name readers see in tables and figures
+METHOD_LABELS = {"relief": "NNrelief", "magnitude_global": "magnitude (global)",
+                 "magnitude_layer": "magnitude (per layer)", "random": "random"}
+
+
+def experiment_name(cfg: ExperimentConfig) -> str:
+    """The preset an experiment config belongs to (by network and data set), else its model name."""
+    return next((k for k, v in EXPERIMENTS.items() if (v.model, v.dataset) == (cfg.model, cfg.dataset)), cfg.model)
+
+
+def final_row(name: str, run: Run) -> dict[str, Any]:
+    """The paper-table row of one finished run: dense and final test error, size, compression, FLOPs."""
+    m = run.metrics()
+    first, last = m.iloc[0], m.iloc[-1]
+    cfg = run.config
+    return {
+        "experiment": name, "network": cfg.model, "dataset": cfg.dataset,
+        "method": METHOD_LABELS.get(cfg.method, cfg.method), "seed": cfg.seed,
+        "alpha_conv": cfg.alpha_conv, "alpha_fc": cfg.alpha_fc, "synthetic": cfg.synthetic,
+        "iterations": int(last.iteration),
+        "baseline_error_pct": round(100 * first.test_error, 2), "error_pct": round(100 * last.test_error, 2),
+        "params": int(last.params_remaining), "compression": round(float(last.compression), 2),
+        "flops_reduction": round(float(last.flops_reduction), 2),
+    }
+
+
+def gather_results(runs_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per finished run folder under ``runs_dir`` (notebooks and ``relief-nb run`` share it).
+
+    A run folder is named after its hyperparameters, so each run appears once however many notebooks used it.
+    """
+    rows = []
+    for config_path in sorted(Path(runs_dir).glob("*/config.json")):
+        folder = config_path.parent
+        if not (folder / "metrics.csv").exists():
+            continue
+        cfg = ExperimentConfig.from_dict(json.loads(config_path.read_text()))
+        row = final_row(experiment_name(cfg), Run(cfg, folder.parent))
+        row["run"] = folder.name
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def method_table(experiment: str, metrics: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Test error (%) of each method at every iteration, beside NNrelief's compression at that iteration."""
+    frames = [pd.DataFrame({"experiment": experiment, "iteration": m.iteration, "method": METHOD_LABELS[method],
+                            "test_error_pct": (100 * m.test_error).round(2)})
+              for method, m in metrics.items()]
+    wide = pd.concat(frames).pivot_table(index=["experiment", "iteration"], columns="method",
+                                         values="test_error_pct").reset_index()
+    wide.columns.name = None
+    relief = metrics["relief"]
+    return wide.assign(compression=relief.set_index("iteration").compression.round(2).reindex(wide.iteration).values)
+
+
+def summary_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """Our runs and the published points in one frame (network, dataset, method, seed, error_pct, compression,
+    synthetic, source)."""
+    from .published import published_table
+
+    ours = results.assign(source="relief_nb")
+    pub = published_table()
+    pub = pub[pub.network.isin(set(results.network))] if len(results) else pub
+    pub = pub.assign(dataset="mnist", seed=pd.NA, synthetic=False, source="published",
+                     method=pub.method.map(lambda m: f"published: {m}"))
+    columns = ["network", "dataset", "method", "seed", "error_pct", "compression", "synthetic", "source"]
+    return pd.concat([ours[columns], pub[columns]], ignore_index=True)
+
+
+def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Every run's final row beside the published numbers, in the paper's layout, sorted by network."""
+    rows = summary_rows(results).assign(
+        method=lambda d: d.method.where(~d.synthetic.astype(bool), d.method + " (SYNTHETIC stand-in)"))
+    return rows.drop(columns="source").sort_values(["network", "dataset", "compression"], kind="stable")
+
+
+def alpha_sweep(scores, alphas=(0.5, 0.8, 0.9, 0.95, 0.99, 1.0), rule: SelectionRule = "paper") -> pd.DataFrame:
+    """For one layer's scores (units x connections): connections kept and mass kept, per alpha."""
+    from .selection import select
+
+    rows = []
+    for alpha in alphas:
+        keep = select(scores, alpha, rule)
+        rows.append({"alpha": alpha, "kept_connections": int(keep.sum()),
+                     "kept_fraction": round(float(keep.float().mean()), 4),
+                     "kept_mass": round(float((scores * keep).sum() / scores.sum()), 4)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,242 @@
+"""Sweeps on Dask (relief_nb.sweep): same metrics as in-process runs, fault tolerance, no rework, external
+schedulers, failures reported, the CLI. Smoke-size runs on the synthetic stand-in (a few seconds each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from relief_nb.cli import main
+from relief_nb.experiment import Run, load_checkpoint
+from relief_nb.presets import experiment_config
+from relief_nb.sweep import aggregate, execute_run, expand_grid, load_grid, plot_sweep, run_done, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = dict(experiment="lenet300-mnist", alpha_fc=[0.9, 0.95], seeds=[0, 1], methods=["relief", "magnitude_global"],
+            profile="smoke", params={"synthetic": True})
+
+
+def comparable(metrics: pd.DataFrame) -> pd.DataFrame:
+    return metrics.drop(columns=[c for c in metrics.columns if c.startswith("wall")]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A 2-worker LocalCluster of single-threaded processes, shared by the tests that need one."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    """GRID's runs one by one in this process (one torch thread, as in a task): run name -> metrics."""
+    runs_dir = tmp_path_factory.mktemp("in_process")
+    out = {}
+    for run in expand_grid(**GRID):
+        out[run.name] = comparable(execute_run(run.config, runs_dir, ROOT / "data", "cpu", threads=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_sweep(client, tmp_path_factory) -> tuple[pd.DataFrame, Path]:
+    results = tmp_path_factory.mktemp("sweep")
+    df = run_sweep(**GRID, scheduler=client, results_dir=results, data_dir=ROOT / "data", device="cpu",
+                   progress=False)
+    return df, results
+
+
+def test_grid_on_cluster_matches_in_process_runs(first_sweep, in_process):
+    df, results = first_sweep
+    assert df.attrs["submitted"] == 8 and df.attrs["failed"] == 0
+    assert df.run.nunique() == 8 and set(df.status) == {"done"}
+    assert set(df.method) == {"NNrelief", "magnitude (global)"}
+    assert sorted(in_process) == sorted(df.run.unique())
+    for name, expected in in_process.items():
+        got = comparable(pd.read_csv(results / "smoke" / "runs" / name / "metrics.csv"))
+        pd.testing.assert_frame_equal(got, expected)
+        rows = df[df.run == name].sort_values("iteration")
+        assert list(rows.iteration) == list(expected.iteration)
+        assert list(rows.test_error_pct) == pytest.approx(list(100 * expected.test_error))
+    # baselines prune to NNrelief's sparsity: each sits at its reference's compression
+    relief = df[df.method == "NNrelief"].set_index(["alpha_fc", "seed", "iteration"]).compression
+    glob = df[df.method == "magnitude (global)"].set_index(["alpha_fc", "seed", "iteration"]).compression
+    assert glob.sort_index().to_numpy() == pytest.approx(relief.sort_index().to_numpy(), rel=0.02)
+
+
+def test_second_invocation_does_no_training(first_sweep):
+    df, results = first_sweep
+    files = {p: p.stat().st_mtime_ns for p in (results / "smoke" / "runs").rglob("*") if p.is_file()}
+    # an unreachable scheduler: any attempt to submit would fail, so nothing is even connected to
+    again = run_sweep(**GRID, scheduler="tcp://127.0.0.1:9", results_dir=results, data_dir=ROOT / "data",
+                      progress=False)
+    assert again.attrs["submitted"] == 0 and again.attrs["scheduler"] is None
+    assert set(again.status) == {"cached"}
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    cols = ["run", "iteration", "test_error_pct", "compression"]
+    pd.testing.assert_frame_equal(again[cols], df[cols])
+
+
+def test_aggregate_and_figure(first_sweep):
+    df, _ = first_sweep
+    agg = aggregate(df)
+    assert len(agg) == 2 * 2 * 3  # methods x alpha_fc x iterations (seeds averaged)
+    assert set(agg.n_seeds) == {2}
+    one = agg[(agg.method == "NNrelief") & (agg.alpha_fc == 0.9) & (agg.iteration == 2)].iloc[0]
+    runs = df[(df.method == "NNrelief") & (df.alpha_fc == 0.9) & (df.iteration == 2)]
+    assert one.test_error_pct_mean == pytest.approx(runs.test_error_pct.mean())
+    assert one.compression_std == pytest.approx(runs.compression.std())
+    fig = plot_sweep(agg, mark="SYNTHETIC stand-in: not a result")
+    assert "LeNet-300-100" in fig._suptitle.get_text()
+    labels = fig.legends[0].get_texts()
+    assert any("published" in t.get_text() for t in labels) and any("NNrelief" in t.get_text() for t in labels)
+    assert len(fig.axes) == 2  # one panel per alpha_fc
+
+
+def test_invalid_point_is_reported_not_raised():
+    runs = expand_grid("lenet300-mnist", alpha_fc=[0.9, 1.5], methods=["relief", "random"], profile="smoke",
+                       params={"synthetic": True})
+    bad = [r for r in runs if r.config is None]
+    assert len(runs) == 4 and len(bad) == 2
+    assert all("alpha_fc" in r.error for r in bad)
+    assert "reference" in next(r.error for r in bad if r.coords["method"] == "random")
+
+
+def test_killed_worker_resumes_to_identical_results(client, tmp_path):
+    params = {"synthetic": True, "pretrain_epochs": 20, "pretrain_batch_size": 8}
+    grid = dict(experiment="lenet300-mnist", alpha_fc=0.9, seeds=0, methods="relief", profile="smoke", params=params)
+    (run,) = expand_grid(**grid)
+    expected = comparable(execute_run(run.config, tmp_path / "plain", ROOT / "data", "cpu", threads=1))
+
+    results = tmp_path / "sweep"
+    folder = results / "smoke" / "runs" / run.name
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(df=run_sweep(
+        **grid, scheduler=client, results_dir=results, data_dir=ROOT / "data", device="cpu", progress=False)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # wait until the run has checkpointed a few epochs
+            assert time.monotonic() < deadline, "the run never started"
+            if (folder / "checkpoint.pt").exists():
+                state = load_checkpoint(folder / "checkpoint.pt")
+                if state["phase"] == "pretrain" and state["epoch"] >= 3:
+                    break
+            time.sleep(0.05)
+        worker_pids = set(client.run(os.getpid).values())
+        pid = int((folder / ".lock").read_text())  # the run's lock holder: the worker executing the task
+        assert pid in worker_pids
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        thread.join(timeout=180)
+    assert not thread.is_alive()
+    df = out["df"]
+    assert set(df.status) == {"done"}
+    assert pid not in set(client.run(os.getpid).values())  # that worker really died (its nanny made a new one)
+    pd.testing.assert_frame_equal(comparable(pd.read_csv(folder / "metrics.csv")), expected)
+    assert run_done(folder)
+
+
+def test_external_scheduler(in_process, tmp_path, monkeypatch):
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler_file = tmp_path / "scheduler.json"
+    procs = []
+    try:
+        procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                       "--scheduler-file", str(scheduler_file)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
+                                       "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)  # scheduler=None picks it up
+        grid = {**GRID, "alpha_fc": 0.9, "seeds": 0}
+        df = run_sweep(**grid, results_dir=tmp_path / "results", data_dir=ROOT / "data", device="cpu",
+                       progress=False)
+        assert df.attrs["scheduler"] == address and df.attrs["submitted"] == 2
+        assert set(df.status) == {"done"}
+        for name in df.run.unique():
+            got = pd.read_csv(tmp_path / "results" / "smoke" / "runs" / name / "metrics.csv")
+            pd.testing.assert_frame_equal(comparable(got), in_process[name])
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def test_cli_reports_failed_runs_and_exits_1(client, tmp_path, capsys):
+    rc = main(["sweep", "--experiment", "lenet300-mnist", "--alpha-fc", "0.9", "--seeds", "0", "--methods",
+               "relief", "random", "--profile", "smoke", "-p", "synthetic=True", "-p", "val_size=[300,5000]",
+               "--retries", "0", "--scheduler", client.scheduler.address, "--results-dir", str(tmp_path),
+               "--name", "failing", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "4 runs: 2 ran, 0 already finished, 2 failed" in out
+    df = pd.read_csv(tmp_path / "smoke" / "sweeps" / "failing" / "sweep.csv")
+    per_run = df.drop_duplicates("run").set_index(["method", "val_size"])
+    assert per_run.loc[("NNrelief", 300), "status"] == per_run.loc[("random", 300), "status"] == "done"
+    assert per_run.loc[("NNrelief", 5000), "status"] == "failed"
+    error = per_run.loc[("NNrelief", 5000), "error"]
+    assert error.startswith("ValueError") and "5000" in error  # the run's own message (val_size too large)
+    assert "reference run" in per_run.loc[("random", 5000), "error"]
+    assert "FAILED" in err
+    assert set(aggregate(df).val_size) == {300}  # failed runs are left out of the aggregate
+
+
+@pytest.mark.slow
+def test_cli_on_toml_grid_with_default_local_cluster(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    grid = tmp_path / "tiny.toml"
+    grid.write_text('experiment = "lenet300-mnist"\nalpha_fc = [0.9]\nseeds = [0]\nmethods = ["relief", "random"]\n'
+                    'profile = "smoke"\n\n[params]\nsynthetic = true\npretrain_milestones = [1]\n'
+                    'target_compression = "None"\n')
+    rc = main(["sweep", str(grid), "--results-dir", str(tmp_path / "results"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    folder = tmp_path / "results" / "smoke" / "sweeps" / "tiny"
+    assert {p.name for p in folder.iterdir()} >= {"sweep.csv", "aggregate.csv", "lenet300-mnist.png"}
+    assert "test_error_pct_mean" in out and "2 runs: 2 ran, 0 already finished, 0 failed" in out
+    assert "SYNTHETIC" in out or "synthetic" in out
+    df = pd.read_csv(folder / "sweep.csv")
+    assert set(df.status) == {"done"} and set(df.method) == {"NNrelief", "random"}
+
+
+def test_readme_grid_file_expands_to_48_real_runs():
+    grid = load_grid(ROOT / "sweeps" / "lenet300-mnist.toml")
+    assert grid["name"] == "lenet300-mnist"
+    experiment = grid.pop("experiment")
+    kwargs = {k: grid[k] for k in ("alpha_conv", "alpha_fc", "seeds", "methods", "profile", "params") if k in grid}
+    runs = expand_grid(experiment, data_dir=ROOT / "data", **kwargs)
+    assert len(runs) == 48 and all(r.config is not None and not r.config.synthetic for r in runs)
+    assert len(grid["alpha_fc"]) >= 4 and min(grid["alpha_fc"]) >= 0.8 and max(grid["alpha_fc"]) <= 0.99
+    assert sum(r.config.method == "relief" for r in runs) == 12
+
+
+def test_run_is_a_plain_folder(tmp_path):
+    """A run made by a sweep is the same folder `relief-nb run` and notebooks use (named by its config)."""
+    cfg = experiment_config("lenet300-mnist", "smoke", synthetic=True, iterations=0, pretrain_epochs=1)
+    execute_run(cfg, tmp_path, ROOT / "data", "cpu")
+    assert run_done(tmp_path / cfg.run_name())
+    assert not Run(cfg, tmp_path).metrics().empty

@@ -1,0 +1,79 @@
+"""The summary: one row per run, methods named right, runs from notebooks and `relief-nb run` alike."""
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import pandas as pd
+
+from relief_nb.cli import main
+from relief_nb.experiment import ExperimentConfig, Run
+from relief_nb.paths import runs_folder
+from relief_nb.session import Session
+from relief_nb.tables import METHOD_LABELS, gather_results, method_table, summary_table
+from relief_nb.training import TrainConfig
+
+TINY = dict(synthetic=True, n_train=300, n_test=100, val_size=60, scoring_size=32, iterations=1,
+            pretrain=TrainConfig(1, batch_size=60), retrain=TrainConfig(1, batch_size=60))
+
+
+def _session(tmp_path, notebook="lenet-mnist", **params) -> Session:
+    return Session(notebook, {"profile": "smoke", "results_dir": str(tmp_path), "data_dir": str(tmp_path / "none"),
+                              "progress": False, **params})
+
+
+def test_summary_names_every_method_lists_each_run_once_and_finds_cli_runs(tmp_path):
+    # a notebook's NNrelief run and its three baselines
+    session = _session(tmp_path, baselines=True)
+    reference = Run(ExperimentConfig(**TINY), session.runs_dir, progress=False)
+    reference.run()
+    by_method = session.run_baselines({"lenet300-mnist": reference})
+    # the tour runs the same experiment: the same run folder, not a second row
+    assert session._execute(reference.config, "tour").folder == reference.folder
+    # a run made by `relief-nb run`, with another seed
+    assert main(["run", "lenet300-mnist", "--profile", "smoke", "-p", "synthetic=True", "-p", "seed=1",
+                 "-p", "iterations=1", "--results-dir", str(tmp_path), "--no-progress"]) == 0
+
+    results = gather_results(runs_folder(tmp_path, "smoke"))
+    assert len(results) == 5 and results.run.is_unique
+    assert sorted(results.method) == sorted(["NNrelief", "NNrelief", *[METHOD_LABELS[m] for m in by_method[
+        "lenet300-mnist"] if m != "relief"]])
+    assert set(results[results.method == "NNrelief"].seed) == {0, 1}
+    table = summary_table(results)
+    ours = table[~table.method.str.startswith("published")]
+    assert len(ours) == 5 and ours.method.str.contains("SYNTHETIC").all()
+    assert not table.method.str.contains("NNrelief").sum() > 2  # baselines are not labelled NNrelief
+    assert table.method.str.startswith("published").sum() == 5  # LeNet-300-100's published rows, once each
+
+
+def test_a_baseline_is_one_run_whoever_starts_it(tmp_path):
+    """The reference is a run name, not a path: from Jupyter (relative) and the CLI (absolute), one run."""
+    base = ExperimentConfig(**TINY)
+    folder = runs_folder(tmp_path, "smoke")
+    ref = Run(base, folder, progress=False)
+    ref.run()
+    cfg = replace(base, method="random", reference=ref.folder.name)
+    assert Run(cfg, folder).folder == Run(cfg, folder.resolve()).folder
+    Run(cfg, folder, progress=False).run()
+    assert len(gather_results(folder)) == 2
+
+
+def test_method_table_reports_error_percent_beside_relief_compression():
+    m = pd.DataFrame({"iteration": [0, 1], "test_error": [0.02, 0.03], "compression": [1.0, 4.0]})
+    table = method_table("x", {"relief": m, "random": m.assign(test_error=[0.02, 0.10])})
+    assert table.columns.tolist() == ["experiment", "iteration", "NNrelief", "random", "compression"]
+    assert table.random.tolist() == [2.0, 10.0] and table.compression.tolist() == [1.0, 4.0]
+
+
+def test_two_processes_on_one_run_neither_crash_nor_corrupt_it(tmp_path):
+    """The second waits on the run's lock, then reads the finished run back instead of racing it."""
+    args = ["-m", "relief_nb.cli", "run", "lenet300-mnist", "--profile", "smoke", "-p", "synthetic=True",
+            "-p", "iterations=1", "--results-dir", str(tmp_path), "--no-progress"]
+    procs = [subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    results = gather_results(runs_folder(tmp_path, "smoke"))
+    assert len(results) == 1
+    tables = [out.split("run folder:")[1].splitlines()[1:] for out, _ in outputs]
+    assert tables[0] == tables[1]  # the same metrics printed by both
