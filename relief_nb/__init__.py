@@ -10,7 +10,11 @@ The pieces, each in its own module:
 * :mod:`relief_nb.metrics`: remaining parameters, compression, alive units, FLOPs;
 * :mod:`relief_nb.data`, :mod:`relief_nb.training`, :mod:`relief_nb.experiment`, :mod:`relief_nb.presets`:
   data sets, training and the iterative prune-retrain experiment;
-* :mod:`relief_nb.plots`, :mod:`relief_nb.notebooks`, :mod:`relief_nb.cli`: figures, notebooks, command line.
+* :mod:`relief_nb.sweep`: grids of runs (alphas x seeds x methods) on Dask, aggregated over seeds;
+* :mod:`relief_nb.fingerprint`: the CPU-independent check the notebooks' nbval cells compare;
+* :mod:`relief_nb.plots`, :mod:`relief_nb.session` / :mod:`relief_nb.tables` / :mod:`relief_nb.batch` (what the
+  notebooks call, results tables, papermill execution), :mod:`relief_nb.cli`: figures, notebooks, command line;
+* :mod:`relief_nb.paths`: where data, runs, notebooks and figures live.
 """
 
 from .experiment import ExperimentConfig, Run, run_experiment
@@ -21,11 +25,14 @@ from .presets import experiment_config, list_experiments
 from .relief import ReliefConfig, relief_prune
 from .selection import select
 from .structure import UnsupportedModuleError, trace_model
+from .sweep import aggregate, run_sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ExperimentConfig",
+    "aggregate",
+    "run_sweep",
     "ReliefConfig",
     "Run",
     "UnsupportedModuleError",

@@ -94,6 +94,8 @@ def run_many(names: list[str], profile: str | None, extra: dict[str, Any], resul
         spec = NOTEBOOKS[name]
         # the summary takes no run settings: --all -p alpha_fc=0.9 applies to the others (unknown names still fail)
         params = {k: v for k, v in extra.items() if k in spec.parameters or name != "summary"}
+        if gallery and profile is None:
+            params = {**dict(spec.gallery_params), **params}
         folders = None if gallery else {k: str(v.resolve()) for k, v in
                                         (("results_dir", results_dir), ("data_dir", data_dir))
                                         if k in spec.parameters}

@@ -48,6 +48,7 @@ class NotebookSpec:
     experiments: tuple[str, ...] = ()
     parameters: tuple[str, ...] = field(default=(*_RUN_PARAMETERS, "baselines", "baseline_iterations"))
     gallery_profile: str = "cpu"  # the profile of the outputs committed in notebooks/ (real data where it exists)
+    gallery_params: tuple[tuple[str, Any], ...] = ()  # parameters of the committed outputs, beside the profile
 
     @property
     def path(self) -> Path:
@@ -75,6 +76,13 @@ NOTEBOOKS: dict[str, NotebookSpec] = {nb.name: nb for nb in [
                  ("vgg19-tiny", "resnet18-tiny"), gallery_profile="smoke"),
     NotebookSpec("summary", "Summary: every run's results beside the published numbers", "summary", (),
                  ("profile", "results_dir")),
+    NotebookSpec("sweep", "Sweep: NNrelief and baselines over alphas and seeds, on Dask", "sweep", (),
+                 ("experiment", "alpha_fc", "seeds", "methods", "profile", "params", "scheduler", "results_dir",
+                  "data_dir"),
+                 # the README's sweep (sweeps/lenet300-mnist.toml), whose runs `relief-nb sweep` made
+                 gallery_params=(("alpha_fc", [0.8, 0.9, 0.95, 0.99]), ("seeds", [0, 1, 2]), ("params", {
+                     "iterations": 5, "pretrain_epochs": 8, "pretrain_milestones": [6], "retrain_epochs": 4,
+                     "retrain_milestones": [3], "target_compression": None}))),
 ]}
 TABLES = [name for name, nb in NOTEBOOKS.items() if nb.is_table]
 
@@ -85,8 +93,13 @@ PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "device": ((str,), "'auto', 'cpu', 'cuda' or 'cuda:N'"),
     "data_dir": ((str, type(None)), "folder holding the data sets (None: data/ of this project)"),
     "results_dir": ((str, type(None)), "folder for run folders, figures and tables (None: results/ beside data/)"),
-    "alpha_conv": ((float, int, type(None)), "fraction in (0, 1] or None"),
-    "alpha_fc": ((float, int, type(None)), "fraction in (0, 1] or None"),
+    "alpha_conv": ((float, int, list, type(None)), "fraction in (0, 1], None, or a list of them (sweep)"),
+    "alpha_fc": ((float, int, list, type(None)), "fraction in (0, 1], None, or a list of them (sweep)"),
+    "experiment": ((str, list), "a preset name (relief-nb list) or a list of them"),
+    "seeds": ((int, list), "a seed or a list of seeds"),
+    "methods": ((str, list), "relief, magnitude_global, magnitude_layer, random, or a list of them"),
+    "params": ((dict,), "other ExperimentConfig settings, e.g. {'iterations': 5}"),
+    "scheduler": ((str, type(None)), "None (a local Dask cluster) or 'tcp://host:port'"),
     "iterations": ((int, type(None)), "integer >= 0 or None"),
     "pretrain_epochs": ((int, type(None)), "integer >= 0 or None"),
     "retrain_epochs": ((int, type(None)), "integer >= 0 or None"),
@@ -394,5 +407,8 @@ def _show(obj) -> None:
         if get_ipython() is not None:
             display(obj)
             return
-    if hasattr(obj, "data"):  # a pandas Styler
-        print(obj.data.to_string(index=False))
+    data = getattr(obj, "data", None)  # a pandas Styler's frame, or an IPython Markdown's text
+    if isinstance(data, pd.DataFrame):
+        print(data.to_string(index=False))
+    elif isinstance(data, str):
+        print(data)

@@ -59,6 +59,7 @@ import pandas as pd
 
 from . import paths
 from .experiment import ExperimentConfig, Run
+from .session import SMOKE_MARK
 from .tables import METHOD_LABELS
 
 if TYPE_CHECKING:
@@ -69,7 +70,6 @@ __all__ = ["GRID_KEYS", "SweepRun", "add_sweep_command", "aggregate", "expand_gr
            "run_done", "run_sweep", "sweep_folder"]
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
-SMOKE_MARK = "SMOKE (tiny schedule, not a result)"
 # keys of a grid, in a TOML file and as run_sweep's arguments (the CLI's options spell them with dashes)
 GRID_KEYS = ("experiment", "alpha_conv", "alpha_fc", "seeds", "methods", "profile", "params", "name", "device",
              "retries")

@@ -275,3 +275,24 @@ def test_display_name():
     assert plots.display_name("lenet5-mnist") == "LeNet-5 on MNIST"
     assert plots.display_name("resnet56-cifar100") == "ResNet-56 on CIFAR-100"
     assert plots.display_name("dense LeNet-300-100") == "dense LeNet-300-100"
+
+
+def test_sweep_figure():
+    """relief_nb.sweep.plot_sweep on a made-up sweep table: 4 alpha panels, 4 methods, 3 seeds, 6 iterations."""
+    from relief_nb.sweep import aggregate, plot_sweep
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for alpha, seed, method, it in itertools.product((0.8, 0.9, 0.95, 0.99), (0, 1, 2),
+                                                     ("NNrelief", "magnitude (global)", "magnitude (per layer)",
+                                                      "random"), range(6)):
+        compression = (1 / alpha) ** (3 * it)
+        rows.append({"experiment": "lenet300-mnist", "network": "lenet300-100", "dataset": "mnist",
+                     "method": method, "alpha_conv": 0.9, "alpha_fc": alpha, "seed": seed, "iteration": it,
+                     "compression": compression, "flops_reduction": compression,
+                     "test_error_pct": 1.6 + 0.05 * it + rng.normal(0, 0.05), "val_error_pct": 1.8,
+                     "params_remaining": 266_610 / compression, "synthetic": False, "run": f"r{alpha}{seed}{method}",
+                     "folder": "", "status": "done", "error": None})
+    fig = plot_sweep(aggregate(pd.DataFrame(rows)))
+    check_figure(fig, "LeNet-300-100", "MNIST", "test error vs compression")
+    assert len(data_axes(fig)) == 4
