@@ -330,6 +330,9 @@ def relief_prune(
                 block.module.shortcut_mask.mul_((~close_shortcut).to(block.module.shortcut_mask.dtype))
         for layer in convs:
             _commit(layer, keeps[layer.name])
+        # a filter removed above (dead-unit or residual rule) must be silent before the classifier is scored: its
+        # BatchNorm would otherwise still emit relu(beta - gamma mu / sqrt(var + eps)) on the second forward
+        _mask_removed_batchnorm(graph)
         if linears:
             if convs:  # the classifier is scored on features of the conv-pruned network
                 stats = _Statistics(graph, linears, config)
