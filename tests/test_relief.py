@@ -290,20 +290,20 @@ def test_fresh_model_failure_leaves_it_unpruned(monkeypatch):
     assert all((current_mask(m) == 1).all() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
 
 
-class WithLSTMHead(nn.Module):
+class WithSigmoidHead(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(4, 4))
-        self.head = nn.Sequential(nn.Tanh())
+        self.head = nn.Sequential(nn.Sigmoid())
 
     def forward(self, x):
         return self.head(self.body(x))
 
 
 @pytest.mark.parametrize("model, path", [
-    (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4, 2)), "conv 0"),
-    (nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "module 2"),
-    (WithLSTMHead(), "module head.0"),
+    (nn.Sequential(nn.Conv2d(4, 4, 3), nn.Flatten(2), nn.Conv1d(4, 2, 1)), r"module 2 \(Conv1d\)"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LSTM(4, 4)), r"module 2 \(LSTM\)"),
+    (WithSigmoidHead(), r"module head.0 \(Sigmoid\)"),
 ])
 def test_unsupported_module_is_named(model, path):
     shape = (4, 3, 3) if isinstance(model[0] if isinstance(model, nn.Sequential) else None, nn.Conv2d) else (4,)
