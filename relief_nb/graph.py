@@ -164,6 +164,8 @@ class ModelGraph:
     back: dict[str, Back]  # per fx node: needed channels of its output -> needed channels of its inputs
     out_axis: dict[str, int]  # per fx node with a tensor value: its unit axis (-1: fixed)
     out_len: dict[str, int]
+    links: dict[str, tuple] = field(default_factory=dict)  # per fx node: how its unit axis follows its inputs
+    fixed_pos: dict[str, torch.Tensor] = field(default_factory=dict)  # per fx node: positions of fixed signal
     ignored: tuple[str, ...] = ()
     chain: bool = True  # each layer reads only the one before it, through pass-through ops (the exporter's case)
 
@@ -258,6 +260,7 @@ class _Walker:
         self.back: dict[str, Back] = {}
         self.chain = True
         self.gates: dict[str, Gate] = {}  # fx node name of a gate mul -> gate
+        self.links: dict[str, tuple] = {}  # fx node name -> how its unit axis relates to its inputs' (export)
 
     # ---------------------------------------------------------------- helpers
     def where(self, node: fx.Node) -> str:
@@ -288,6 +291,7 @@ class _Walker:
     def passthrough(self, node: fx.Node, src: fx.Node) -> None:
         self.vals[node.name] = self.vals[src.name]
         self.back[node.name] = lambda need, src=src: [(src, need)]
+        self.links[node.name] = ("pass", src)
 
     def opaque(self, node: fx.Node) -> None:
         """All tensor inputs are read whole; the output is fixed."""
@@ -297,6 +301,7 @@ class _Walker:
         shape = _shape(node)
         self.vals[node.name] = _fixed_val() if shape is not None else None
         self.back[node.name] = lambda need, ins=ins: [(a, None) for a in ins]
+        self.links[node.name] = ("opaque", ins)
 
     # ---------------------------------------------------------------- the walk
     def walk(self) -> ModelGraph:
@@ -335,8 +340,9 @@ class _Walker:
             v, shape = self.vals.get(node.name), _shape(node)
             if v is not None and not v.is_fixed and shape is not None:
                 out_len[node.name] = shape[v.axis]
+        fixed_pos = {k: v.fixed for k, v in self.vals.items() if v is not None and not v.is_fixed}
         return ModelGraph(self.gm, self.input_shape, self.layers, self.node_layer, self.merges, self.norms,
-                          self.escapes, self.back, out_axis, out_len, self.ignore, self.chain)
+                          self.escapes, self.back, out_axis, out_len, self.links, fixed_pos, self.ignore, self.chain)
 
     def call_module(self, node: fx.Node, ins: list[fx.Node]) -> None:
         path, m = node.target, self.modules[node.target]
@@ -365,6 +371,7 @@ class _Walker:
                 self.need_axis(node, val, 1, len(in_shape))
             self.norm(node, path, m, src, val)
             self.passthrough(node, src)
+            self.links[node.name] = ("bn", src)
         elif isinstance(m, nn.LayerNorm):
             if len(m.normalized_shape) != 1 or (not val.is_fixed and val.axis != len(in_shape) - 1):
                 self.refuse(node, "only a LayerNorm over the unit axis (the last dim) is supported")
@@ -376,6 +383,7 @@ class _Walker:
                 merged = _Val(val.axis, val.cmap, torch.ones_like(val.merged), val.fixed)
                 self.vals[node.name] = merged
                 self.back[node.name] = lambda need, src=src: [(src, need)]
+                self.links[node.name] = ("ln", src)
                 self.chain = False
         elif isinstance(m, nn.Flatten):
             self.reshape(node, src, val, in_shape, out_shape)
@@ -385,6 +393,7 @@ class _Walker:
             cmap = {s: F.pad(idx, (pad, pad), value=-1) for s, idx in val.cmap.items()}
             self.vals[node.name] = _Val(1, cmap, F.pad(val.merged, (pad, pad)), F.pad(val.fixed, (pad, pad)))
             self.back[node.name] = lambda need, src=src, pad=pad, n=n: [(src, need[pad:pad + n])]
+            self.links[node.name] = ("pad", src, pad, n)
         else:
             self.refuse(node, f"{type(m).__name__} is not a module NNrelief knows")
 
@@ -436,6 +445,7 @@ class _Walker:
                                     torch.zeros(n_out, dtype=torch.bool))
         src = node.all_input_nodes[0]
         self.back[node.name] = lambda need, src=src, layer=layer: [(src, layer_reads(layer))]
+        self.links[node.name] = ("layer", src)
 
     # ---------------------------------------------------------------- functions and methods
     def call_op(self, node: fx.Node, ins: list[fx.Node]) -> None:
@@ -468,6 +478,7 @@ class _Walker:
                 axis = dims.index(val.axis)
             self.vals[node.name] = _Val(axis, val.cmap, val.merged, val.fixed)
             self.back[node.name] = lambda need, src=src: [(src, need)]
+            self.links[node.name] = ("pass", src)
             return
         if target in MEAN:
             dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
@@ -480,6 +491,7 @@ class _Walker:
             axis = val.axis if keep else val.axis - sum(d < val.axis for d in dims)
             self.vals[node.name] = _Val(axis, val.cmap, val.merged, val.fixed)
             self.back[node.name] = lambda need, src=src: [(src, need)]
+            self.links[node.name] = ("pass", src)
             return
         if target is operator.getitem:
             self.getitem(node, src, val, ndim)
@@ -524,6 +536,7 @@ class _Walker:
             out = torch.zeros(n, dtype=torch.bool, device=need.device)
             return [(src, out.index_put((line.to(need.device),), need, accumulate=True))]
         self.back[node.name] = back
+        self.links[node.name] = ("reshape", src, line, n)
 
     def getitem(self, node: fx.Node, src: fx.Node, val: _Val, ndim: int) -> None:
         index = node.args[1]
@@ -535,6 +548,7 @@ class _Walker:
         axis = val.axis - sum(isinstance(i, int) for i in index[:val.axis])
         self.vals[node.name] = _Val(axis, val.cmap, val.merged, val.fixed)
         self.back[node.name] = lambda need, src=src: [(src, need)]
+        self.links[node.name] = ("pass", src)
 
     def mul(self, node: fx.Node, ins: list[fx.Node], moving: list[fx.Node], src: fx.Node, val: _Val) -> None:
         operands = [a for a in node.args if isinstance(a, fx.Node) and a in moving]
@@ -550,10 +564,12 @@ class _Walker:
                 gate.mask.mul_(need.to(gate.mask.dtype))  # nobody reads the channel: close the gate
                 return [(src, need & (gate.mask != 0))]
             self.back[node.name] = back
+            self.links[node.name] = ("gate", src, gate)
             return
         # a scale by a constant or parameter: units pass through (a removed unit still emits zero)
         self.vals[node.name] = val
         self.back[node.name] = lambda need: [(src, need)] + [(a, None) for a in ins if a is not src]
+        self.links[node.name] = ("scale", src, other)
 
     def find_gate(self, node: fx.Node) -> Gate | None:
         while node.op == "call_method" and node.target in ("view", "reshape", "to"):
@@ -597,6 +613,7 @@ class _Walker:
             self.escape(v)
         self.back[node.name] = lambda need, ins=ins, moving=moving: (
             [(a, need) for a in moving] + [(a, None) for a in ins if a not in moving])
+        self.links[node.name] = ("merge", moving)
         if node.target in ADD and len(moving) == 2:
             self.merges.append(Merge(node.name, axis, len(out_shape), [self.cut_of(a) for a in moving]))
 
@@ -621,6 +638,7 @@ class _Walker:
         def back(need: torch.Tensor) -> list:
             return [(t, need[bounds[i]:bounds[i + 1]]) for i, t in enumerate(tensors)]
         self.back[node.name] = back
+        self.links[node.name] = ("cat", list(tensors), bounds)
 
     def cut_of(self, node: fx.Node) -> str | Gate | None:
         """What the residual rule removes to cut this branch of a merge, per channel."""
