@@ -169,7 +169,9 @@ def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: d
             m = modules[node.target]
             src = link[1].name
             if isinstance(m, nn.Conv2d) and m.groups > 1:
-                if m.groups == m.in_channels == m.out_channels:  # depthwise: filter c reads channel c
+                if src not in keep:  # reads a fixed input: every filter stays
+                    changed |= full(n)
+                elif m.groups == m.in_channels == m.out_channels:  # depthwise: filter c reads channel c
                     keep[n] |= keep[src]
                     old = keep[src].clone()
                     keep[src] |= keep[n]
@@ -316,6 +318,11 @@ def _strip_masks(model: nn.Module) -> nn.Module:
     """A copy with plain parameters (prune hooks removed), so deepcopy yields an ordinary module tree."""
     from torch.nn.utils import prune
 
+    from .masks import _refresh, masked_parameters
+
+    with torch.no_grad():  # masked weights recomputed outside autograd: deepcopy needs leaf tensors
+        for _, module, name in masked_parameters(model):
+            _refresh(module, name)
     clone = copy.deepcopy(model)
     for module in clone.modules():
         for name in [n[: -len("_mask")] for n, _ in module.named_buffers(recurse=False) if n.endswith("_mask")]:
