@@ -227,3 +227,32 @@ def test_vit_mlp_and_patch_embedding_are_pruned():
     assert "patch_embed" in names and "blocks.0.mlp.fc1" in names and "blocks.0.attn.qkv" not in names
     assert (current_mask(model.blocks[0].mlp.fc1) == 0).any()
     assert hasattr(model.patch_embed, "weight_mask")  # scored and selected (1 kernel + bias per filter)
+
+
+@pytest.mark.parametrize("case", ["mobilenetv2", "resnet18", "gelu-mlp", "sequence"])
+def test_dense_flops_and_parameters_of_new_layer_types(case):
+    from relief_nb.metrics import count_parameters, dense_flops_torch, layer_table
+
+    torch.manual_seed(0)
+    if case == "sequence":
+        model, shape = nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 3)), (5, 6)
+    else:
+        build, shape, _ = CASES[case]
+        model = build()
+    graph = prune_and_check(model, shape, passes=1)
+    assert layer_table(model, graph).flops_dense.sum() == dense_flops_torch(model, shape)
+    total, left = count_parameters(model, graph, "paper")
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert total == sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0) for m in layers)
+    assert left < total
+
+
+def test_ignored_layers_count_dense_in_parameters():
+    from relief_nb.metrics import count_parameters
+
+    torch.manual_seed(0)
+    model = ViT()
+    graph = prune_and_check(model, (1, 28, 28), passes=1, ignore=vit_attention_paths(model))
+    total, left = count_parameters(model, graph, "paper")
+    manual = sum(m.weight.numel() + m.bias.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert total == manual and left < total
