@@ -39,7 +39,6 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .models import OptionAShortcut
 
@@ -235,15 +234,23 @@ def trace_graph(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable
     model.eval()
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(example)
+            _ShapeRecorder(model, graph=gm.graph).run(example)
     finally:
         model.train(was_training)
     return _Walker(model, gm, tuple(input_shape), ignore).walk()
 
 
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the traced graph on the model's own modules once, recording each tensor's shape."""
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)
+        n.meta["relief_shape"] = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        return out
+
+
 def _shape(node: fx.Node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+    return node.meta.get("relief_shape")
 
 
 class _Walker:
