@@ -79,7 +79,8 @@ def measure(name: str, n: int, repeat: int, config: ReliefConfig, layout: str) -
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="16 images, one round (for tests)")
-    parser.add_argument("--models", nargs="*", default=["lenet300-100", "lenet5", "vgg-like", "resnet20", *EXTRA])
+    parser.add_argument("--models", nargs="*", default=None,
+                        help="default: the four paper models and, unless --quick, " + ", ".join(EXTRA))
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--chunk-size", type=int, default=None,
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="memory layouts of model and batch (experiments use channels_last)")
     args = parser.parse_args(argv)
     n, repeat = (16, 1) if args.quick else (args.images, args.repeat)
+    if args.models is None:
+        args.models = ["lenet300-100", "lenet5", "vgg-like", "resnet20"] + ([] if args.quick else list(EXTRA))
     config = ReliefConfig(0.9, 0.95, chunk_size=args.chunk_size)  # the paper's scores and selection rule
     rows = [measure(name, n, repeat, config, layout) for layout in args.layouts for name in args.models]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, pass chunk size {args.chunk_size or 'auto'}")
