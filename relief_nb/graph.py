@@ -180,11 +180,6 @@ class ModelGraph:
             return self.layer_map[name]
         raise KeyError(f"no prunable layer named {name!r}; layers: {list(self.layer_map)}")
 
-    def blocks(self) -> list:
-        return []
-
-    def interpreter_needed(self) -> bool:
-        return bool(self.merges)
 
 
 class _Tracer(fx.Tracer):

@@ -1,22 +1,33 @@
 """One NNrelief pruning pass: score -> select -> dead units -> residual rule -> backward pruning.
 
-The pass follows the traced :class:`~relief_nb.structure.PruningGraph`, so one implementation serves every
-architecture:
+The pass follows the model's traced dependency graph (:mod:`relief_nb.graph`, ``torch.fx``), so one
+implementation serves every architecture it can trace: chains, residual additions, concatenations, depthwise
+convs, sequences.
 
-1. Conv layers are scored front to back on the activations of the network as it was before this pass
-   (one forward over the scoring batch, hooks accumulate what :mod:`relief_nb.scores` needs).
+1. Conv layers are scored on the activations of the network as it was before this pass (one forward over the
+   scoring batch; hooks accumulate what :mod:`relief_nb.scores` needs). A grouped / depthwise conv's filter has
+   the input channels of its group as connections (scored as the equivalent dense conv, whose other kernels
+   are zero and never kept).
 2. Selection (:mod:`relief_nb.selection`) keeps, per filter, the kernels (and bias) carrying a fraction
-   ``alpha_conv`` of its signal. A unit whose post-activation output is zero on the whole batch loses all its
-   incoming connections and its bias. In a residual block, with ``r_k`` / ``s_k`` the L2 norms of the
-   batch-mean ``|BN2(conv2 x)|_k`` and ``|shortcut(x)|_k`` maps: ``r_k / (r_k + s_k) < 1 - alpha_conv``
-   removes conv2's filter k, ``s_k / (r_k + s_k) < 1 - alpha_conv`` masks shortcut channel k.
-3. The Linear layers are then scored on features of the conv-pruned network and selected with ``alpha_fc``.
-4. Backward pruning, from the output to the input: a unit none of whose outgoing connections survive loses
-   its incoming weights, its bias and its BatchNorm channel (Linear -> Linear, across the flatten to conv
-   channels, conv -> conv, and through residual blocks, where a block input channel survives while conv1
-   reads it or its shortcut is open).
+   ``alpha_conv`` of its signal. Dead units (paper): a unit whose output is zero on the whole batch wherever a
+   layer reads it loses all its incoming connections and its bias. A unit that reaches a merge (residual sum,
+   ``cat`` of tokens, LayerNorm), an ignored layer or the output is never declared dead: there its own silence
+   does not silence what is read.
+3. Residual rule (paper, for a ResNet block; generalised to every two-way addition, our extension): per channel
+   k of the sum, with ``r_k`` the L2 norm of the batch-mean ``|branch|_k`` map of each branch, a branch whose
+   share ``r_k / sum r`` is below ``1 - alpha_conv`` is cut for that channel: its conv's filter k is removed
+   (the residual branch, or a 1x1 projection shortcut), or its shortcut mask is closed (option A); an identity
+   shortcut has nothing to cut.
+4. The BatchNorm of every unit removed so far is masked, then the Linear layers are scored on features of the
+   conv-pruned network and selected with ``alpha_fc`` (with the same dead-unit and residual rules on Linear
+   merges, e.g. a transformer's MLP residual).
+5. Backward pruning over the graph, from the output to the input: a unit none of whose outgoing connections
+   survive loses its incoming weights, its bias and its BatchNorm / LayerNorm channel. A channel of a residual
+   sum stays while anything downstream reads it, so a channel is removed from a residual group only when every
+   branch gives it up and nothing reads it; a gate (option-A mask) channel nobody reads is closed.
 
 Masks are computed in full before anything is committed: if any step fails the model's masks are restored.
+The model is traced, and anything unsupported refused, before any mask changes.
 """
 
 from __future__ import annotations
