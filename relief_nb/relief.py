@@ -45,6 +45,7 @@ from .scores import (
     CONV_AGGREGATIONS,
     ConvAggregation,
     ConvScoreAccumulator,
+    DepthwiseScoreAccumulator,
     LinearScoreAccumulator,
     batch_abs_stats,
 )
@@ -117,7 +118,9 @@ class _Statistics:
         self.handles: list = []
         for layer in layers:
             m = layer.module
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
+                self.scorers[layer.name] = DepthwiseScoreAccumulator(m, config.conv_aggregation)
+            elif isinstance(m, nn.Conv2d):
                 self.scorers[layer.name] = ConvScoreAccumulator(m, config.conv_aggregation)
             else:
                 self.scorers[layer.name] = LinearScoreAccumulator(m)
@@ -127,7 +130,9 @@ class _Statistics:
         def hook(module: nn.Module, args: tuple) -> None:
             scorer = self.scorers[layer.name]
             x = args[0]
-            if isinstance(scorer, ConvScoreAccumulator):
+            if isinstance(scorer, DepthwiseScoreAccumulator):
+                cmax = scorer.update(x, effective(module))
+            elif isinstance(scorer, ConvScoreAccumulator):
                 # the per-channel max |x| comes with the scores
                 cmax = scorer.update(x, _dense_weight(effective(module), module.groups))
             else:  # per input feature; a sequence (N, T, F) is scored over batch and positions
@@ -180,8 +185,12 @@ def _layer_keep(layer: LayerNode, stats: _Statistics, alpha: float, rule: Select
     m = layer.module
     weight, bias = effective(m, "weight"), effective(m, "bias")
     groups = getattr(m, "groups", 1)
-    scores = stats.scorers[layer.name].scores(_dense_weight(weight, groups), bias)
-    if groups > 1:  # a filter's connections are the input channels of its group
+    scorer = stats.scorers[layer.name]
+    if isinstance(scorer, DepthwiseScoreAccumulator):  # one connection per filter: its kernel
+        scores = scorer.scores(weight, bias)
+    else:
+        scores = scorer.scores(_dense_weight(weight, groups), bias)
+    if groups > 1 and not isinstance(scorer, DepthwiseScoreAccumulator):  # the input channels of its group
         out, per_group = weight.shape[:2]
         cols = (torch.arange(out, device=scores.device) // (out // groups))[:, None] * per_group
         cols = cols + torch.arange(per_group, device=scores.device)

@@ -256,3 +256,22 @@ def test_ignored_layers_count_dense_in_parameters():
     total, left = count_parameters(model, graph, "paper")
     manual = sum(m.weight.numel() + m.bias.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     assert total == manual and left < total
+
+
+@pytest.mark.parametrize("aggregation", ["sample_l2", "mean_l2", "mean_l1"])
+def test_depthwise_scores_equal_the_dense_equivalent(aggregation):
+    from relief_nb.relief import _dense_weight
+    from relief_nb.scores import ConvScoreAccumulator, DepthwiseScoreAccumulator
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4)  # channel multiplier 2
+    x = torch.randn(6, 4, 7, 7)
+    dw, dense = DepthwiseScoreAccumulator(conv, aggregation), ConvScoreAccumulator(conv, aggregation)
+    w = conv.weight.detach()
+    dw.update(x, w)
+    dense.update(x, _dense_weight(w, 4))
+    full = dense.scores(_dense_weight(w, 4), conv.bias.detach())
+    own = full[torch.arange(8), torch.arange(8) // 2]
+    got = dw.scores(w, conv.bias.detach())
+    torch.testing.assert_close(got[:, 0], own, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[:, 1], full[:, -1])
