@@ -275,3 +275,19 @@ def test_depthwise_scores_equal_the_dense_equivalent(aggregation):
     got = dw.scores(w, conv.bias.detach())
     torch.testing.assert_close(got[:, 0], own, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got[:, 1], full[:, -1])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_alpha_one_leaves_the_function_on_the_scoring_batch_unchanged(case):
+    """At alpha = 1 only silent connections, dead units and units nobody reads go, so the outputs on the
+    scoring batch do not change: a check of the dead-unit rule and backward pruning across every merge."""
+    build, shape, ignore = CASES[case]
+    torch.manual_seed(0)
+    model = build().eval()
+    paths = vit_attention_paths(model) if ignore == "attn" else ()
+    x = torch.rand(16, *shape)
+    with torch.no_grad():
+        before = model(x)
+        relief_prune(model, x, ReliefConfig(1.0, 1.0), ignore=paths)
+        after = model(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
