@@ -7,7 +7,8 @@ forward of the same batch, in one call or in chunks of 500, 250, 100 or 50 image
 pass are timed in interleaved rounds (best of ``--repeat``), so drift in machine speed hits both alike. Both memory
 layouts are measured: channels-last, in which experiments train and prune, and contiguous NCHW.
 
-    python benchmarks/bench_prune_pass.py            # 1000 images, LeNet-300-100, LeNet-5, VGG-like, ResNet-20
+    python benchmarks/bench_prune_pass.py            # 1000 images, LeNet-300-100, LeNet-5, VGG-like, ResNet-20,
+                                                     # torchvision-style ResNet-18 (CIFAR-size) and MobileNetV2
     python benchmarks/bench_prune_pass.py --quick    # small batch, for the test suite
 """
 
@@ -15,21 +16,41 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
+from pathlib import Path
 
 import torch
 from common import interleaved_best, markdown_table, seconds
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import nets  # noqa: E402  (plain-torch torchvision-style models of the test suite)
 
 from relief_nb.models import create_model, input_shape_of
 from relief_nb.relief import ReliefConfig, relief_prune
 
 CHUNKS = (1000, 500, 250, 100, 50)
+# user-defined networks traced by torch.fx: torchvision's ResNet-18 layout (CIFAR stem) and MobileNetV2, full width
+EXTRA: dict[str, tuple] = {
+    "resnet18-cifar": (lambda: nets.resnet18(width=64), (3, 32, 32)),
+    "mobilenetv2": (lambda: nets.MobileNetV2(width=1.0), (3, 32, 32)),
+}
+
+
+def build(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    if name in EXTRA:
+        torch.manual_seed(0)
+        make, shape = EXTRA[name]
+        return make(), shape
+    return create_model(name, seed=0), input_shape_of(name)
 LAYOUTS = ("channels_last", "contiguous")
 
 
 def measure(name: str, n: int, repeat: int, config: ReliefConfig, layout: str) -> dict:
     torch.manual_seed(0)
-    model = create_model(name, seed=0).eval()
-    x = torch.rand(n, *input_shape_of(name))
+    model, shape = build(name)
+    model.eval()
+    x = torch.rand(n, *shape)
     if layout == "channels_last":  # as experiments train and prune: relief_nb.data.prepare() and Run
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
 
@@ -58,7 +79,8 @@ def measure(name: str, n: int, repeat: int, config: ReliefConfig, layout: str) -
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="16 images, one round (for tests)")
-    parser.add_argument("--models", nargs="*", default=["lenet300-100", "lenet5", "vgg-like", "resnet20"])
+    parser.add_argument("--models", nargs="*", default=None,
+                        help="default: the four paper models and, unless --quick, " + ", ".join(EXTRA))
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--chunk-size", type=int, default=None,
@@ -67,6 +89,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="memory layouts of model and batch (experiments use channels_last)")
     args = parser.parse_args(argv)
     n, repeat = (16, 1) if args.quick else (args.images, args.repeat)
+    if args.models is None:
+        args.models = ["lenet300-100", "lenet5", "vgg-like", "resnet20"] + ([] if args.quick else list(EXTRA))
     config = ReliefConfig(0.9, 0.95, chunk_size=args.chunk_size)  # the paper's scores and selection rule
     rows = [measure(name, n, repeat, config, layout) for layout in args.layouts for name in args.models]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, pass chunk size {args.chunk_size or 'auto'}")

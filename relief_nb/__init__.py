@@ -3,7 +3,8 @@
 The pieces, each in its own module:
 
 * :mod:`relief_nb.models`: the paper's architectures by name (``create_model("lenet5")``);
-* :mod:`relief_nb.structure`: the model traced once into a pruning graph;
+* :mod:`relief_nb.graph` (entry point :mod:`relief_nb.structure`): the model traced once (``torch.fx``) into
+  its dependency graph: which layers read whose units, through which merges;
 * :mod:`relief_nb.scores` / :mod:`relief_nb.selection`: importance scores and the alpha rule;
 * :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``);
 * :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks, state_dict round trips, ``make_permanent``;

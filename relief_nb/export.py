@@ -1,14 +1,23 @@
-"""Export a pruned model as a physically smaller one: dead units and channels sliced away.
+"""Export a pruned model as a physically smaller one: removed units and channels sliced away.
 
-For a chain of Conv2d / Linear layers (LeNets, VGGs) the exporter keeps, per layer, the units that are alive
-(an incoming connection or a bias survives) *and* read downstream, slices weights, biases and BatchNorm
-accordingly, folds each BatchNorm into the conv before it (eval-mode statistics; exact), and rebuilds the
-same ``nn.Sequential`` structure. Optionally the remaining Linear weights are stored as CSR sparse tensors
-(:class:`SparseLinear`). The result is a plain ``nn.Module`` saved with ``torch.save``; its outputs equal the
-masked model's (``torch.allclose``) in eval mode.
+Works on the traced dependency graph (:mod:`relief_nb.graph`), so chains, residual networks (identity, option-A
+and projection shortcuts), concatenations and depthwise convs are exported by one implementation:
 
-A removed unit whose BatchNorm was masked emits exactly zero, so dropping it changes nothing. ResNets are not
-exported (their residual channels are shared across blocks): that raises a clear error.
+1. A *kept* position of every tensor's unit axis: a unit that is alive (an incoming connection or a bias
+   survives) or a fixed signal (the input, an ignored layer's output, a constant). Positions joined by an
+   operation must agree, so keeps are propagated to a fixed point: through pass-through ops both ways, across
+   every branch of a residual addition (a channel of the sum stays while any branch keeps it; the other
+   branches then keep it as a zero filter), through ``cat`` part by part, through flatten / reshape, and around
+   a depthwise conv (its filter c reads channel c). LayerNorm statistics and grouped (not depthwise) convs keep
+   their whole axis; ignored layers read their whole input; the output keeps every unit.
+2. Weights, biases, BatchNorm statistics, shortcut masks and option-A shortcuts are sliced to the kept
+   positions. A BatchNorm that reads a conv / Linear directly, and nothing else reads that layer, is folded
+   into it (eval-mode statistics; exact); a BatchNorm anywhere else (after a ReLU, after a merge) is sliced,
+   never folded. Optionally the Linear weights of 2-D inputs are stored as CSR tensors (:class:`SparseLinear`).
+3. The result is checked against the masked model on a probe batch (``torch.allclose``); if they differ (a
+   forward that hard-codes a channel count, say) :class:`ExportError` is raised instead of returning it.
+
+A removed unit emits exactly zero (its BatchNorm channel is masked), so dropping it changes nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .models import ResidualBlock
-from .relief import alive_units, effective, reads_inputs
-from .structure import LayerNode, PruningGraph, trace_model
+from .graph import ModelGraph
+from .models import OptionAShortcut
+from .relief import alive_units, effective
+from .structure import PruningGraph, trace_model
 
 __all__ = ["ExportError", "SparseLinear", "export_pruned", "saved_size_bytes"]
 
@@ -58,65 +68,261 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
     return weight * scale.view(shape), (b - bn.running_mean) * scale + beta
 
 
+class IndexShortcut(nn.Module):
+    """An option-A shortcut after slicing: subsample by ``stride``, place input channel ``src[i]`` at output
+    channel ``dst[i]`` of ``out_channels`` (zeros elsewhere)."""
+
+    def __init__(self, stride: int, src: torch.Tensor, dst: torch.Tensor, out_channels: int) -> None:
+        super().__init__()
+        self.stride, self.out_channels = stride, out_channels
+        self.register_buffer("src", src.clone())
+        self.register_buffer("dst", dst.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        out = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
+        out[:, self.dst] = x[:, self.src]
+        return out
+
+
+def kept_positions(graph: ModelGraph) -> dict[str, torch.Tensor]:
+    """Per fx node carrying units: which positions of its unit axis the exported model keeps (step 1 above)."""
+    nodes = list(graph.gm.graph.nodes)
+    keep = {name: graph.fixed_pos[name].clone() for name in graph.out_len}
+    for node_name, layer_name in graph.node_layer.items():
+        keep[node_name] |= alive_units(graph.layer(layer_name)).cpu()
+    modules = dict(graph.gm.named_modules())
+    changed = True
+    while changed:
+        changed = _propagate_once(graph, keep, modules, nodes)
+        if not changed:  # at the fixed point, a tensor with no unit left keeps one (zero) channel: torch needs >= 1
+            for k in keep.values():
+                if not bool(k.any()):
+                    k[0] = changed = True
+    return keep
+
+
+def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: dict[str, nn.Module],
+                    nodes: list) -> bool:
+    """One forward and one backward sweep of keep propagation; True if anything grew."""
+
+    def full(name: str) -> bool:
+        if name not in keep or bool(keep[name].all()):
+            return False
+        keep[name][:] = True
+        return True
+
+    changed = False
+    for node in nodes + nodes[::-1]:
+        link = graph.links.get(node.name)
+        if link is None:
+            continue
+        kind, n = link[0], node.name
+        if kind == "opaque":
+            for a in link[1]:
+                changed |= full(a.name)
+            continue
+        if n not in keep:
+            continue
+        before = keep[n].clone()
+        if kind in ("pass", "bn", "gate", "scale", "ln"):
+            src = link[1].name
+            if src in keep:
+                keep[n] |= keep[src]
+                old = keep[src].clone()
+                keep[src] |= keep[n]
+                changed |= not torch.equal(old, keep[src])
+            if kind == "ln" or (kind == "scale" and link[2] is not None):  # would need slicing: keep all
+                changed |= full(n) | full(src)
+        elif kind == "reshape":
+            src, line, size = link[1].name, link[2], link[3]
+            keep[n] |= keep[src][line]
+            back = torch.zeros(size, dtype=torch.bool).index_put((line,), keep[n], accumulate=True)
+            old = keep[src].clone()
+            keep[src] |= back
+            changed |= not torch.equal(old, keep[src])
+        elif kind == "pad":
+            src, pad, size = link[1].name, link[2], link[3]
+            keep[n][pad:pad + size] |= keep[src]
+            old = keep[src].clone()
+            keep[src] |= keep[n][pad:pad + size]
+            changed |= not torch.equal(old, keep[src])
+        elif kind == "merge":
+            for a in link[1]:
+                keep[n] |= keep[a.name]
+            for a in link[1]:
+                old = keep[a.name].clone()
+                keep[a.name] |= keep[n]
+                changed |= not torch.equal(old, keep[a.name])
+        elif kind == "cat":
+            parts, bounds = link[1], link[2]
+            for i, t in enumerate(parts):
+                if t.name in keep:
+                    keep[n][bounds[i]:bounds[i + 1]] |= keep[t.name]
+                    old = keep[t.name].clone()
+                    keep[t.name] |= keep[n][bounds[i]:bounds[i + 1]]
+                    changed |= not torch.equal(old, keep[t.name])
+                else:
+                    keep[n][bounds[i]:bounds[i + 1]] = True
+        elif kind == "layer":
+            m = modules[node.target]
+            src = link[1].name
+            if isinstance(m, nn.Conv2d) and m.groups > 1:
+                if src not in keep:  # reads a fixed input: every filter stays
+                    changed |= full(n)
+                elif m.groups == m.in_channels == m.out_channels:  # depthwise: filter c reads channel c
+                    keep[n] |= keep[src]
+                    old = keep[src].clone()
+                    keep[src] |= keep[n]
+                    changed |= not torch.equal(old, keep[src])
+                else:
+                    changed |= full(n) | full(src)
+        changed |= not torch.equal(before, keep[n])
+    return changed
+
+
 @torch.no_grad()
 def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear: bool = False,
-                  graph: PruningGraph | None = None) -> nn.Module:
-    """A smaller dense copy of a pruned chain model (see the module docstring)."""
-    block = next((name for name, m in model.named_modules() if isinstance(m, ResidualBlock)), None)
-    if block is not None:
-        raise ExportError(f"module {block} (ResidualBlock) cannot be exported: residual channels are shared "
-                          "between blocks; the exporter handles chains of Conv2d / Linear layers (LeNet, VGG)")
+                  graph: PruningGraph | None = None, ignore: tuple[str, ...] = (),
+                  probe: torch.Tensor | None = None) -> nn.Module:
+    """A smaller dense copy of a pruned model (see the module docstring), checked against the masked model on
+    ``probe`` (default: 8 seeded normal examples of ``input_shape``)."""
     if not any(hasattr(m, "weight_mask") for m in model.modules()):
         raise ExportError("the model was never pruned (no weight masks): there is nothing to export")
-    graph = graph or trace_model(model, input_shape)
-    layers: list[LayerNode] = graph.layers()
-    # a unit stays if it is alive and the next layer reads it; the output layer keeps every unit
-    keep_out = []
-    for i, layer in enumerate(layers):
-        if i + 1 == len(layers):
-            keep_out.append(torch.ones(layer.out_units, dtype=torch.bool))
-        else:
-            keep_out.append((alive_units(layer) & reads_inputs(layers[i + 1])).cpu())
-    replacements: dict[str, nn.Module] = {}
-    keep_in = torch.ones(layers[0].in_units, dtype=torch.bool)
-    for layer, out_keep in zip(layers, keep_out):
+    graph = graph or trace_model(model, input_shape, ignore)
+    keep = kept_positions(graph)
+    modules = dict(model.named_modules())
+    exported = _strip_masks(model)
+    new_modules = dict(exported.named_modules())
+    nodes = {n.name: n for n in graph.gm.graph.nodes}
+    folded: set[str] = set()
+    for node_name, layer_name in graph.node_layer.items():
+        node = nodes[node_name]
+        layer = graph.layer(layer_name)
         m = layer.module
-        w = effective(m, "weight")
-        b = effective(m, "bias")
-        if layer.bn is not None:
-            w, b = _fold_bn(w, b, layer.bn)
-        in_idx = keep_in.nonzero().flatten()
-        if isinstance(m, nn.Linear) and layer.features_per_channel > 1:
-            f = layer.features_per_channel
-            in_idx = (in_idx.view(-1, 1) * f + torch.arange(f)).flatten()
-        out_idx = out_keep.nonzero().flatten()
-        w = w[out_idx][:, in_idx].clone()
-        b = b[out_idx].clone() if b is not None else None
+        src = graph.links[node_name][1].name
+        in_keep = keep.get(src, torch.ones(_in_len(m), dtype=torch.bool))
+        out_idx = keep[node_name].nonzero().flatten()
+        in_idx = in_keep.nonzero().flatten()
+        w, b = effective(m, "weight"), effective(m, "bias")
+        bn_name = _foldable_bn(graph, node)
+        if bn_name is not None:
+            w, b = _fold_bn(w, b, modules[bn_name])
+            folded.add(bn_name)
+        w = w[out_idx.to(w.device)]
+        if isinstance(m, nn.Conv2d) and m.groups > 1:
+            groups = len(out_idx)
+        else:
+            w, groups = w[:, in_idx.to(w.device)], 1
+        w = w.clone()
+        b = b[out_idx.to(b.device)].clone() if b is not None else None
         if isinstance(m, nn.Conv2d):
             new: nn.Module = nn.Conv2d(len(in_idx), len(out_idx), m.kernel_size, m.stride, m.padding, m.dilation,
-                                       bias=b is not None)
+                                       groups=groups, bias=b is not None).to(w.device, w.dtype)
             new.weight.copy_(w)
-        elif sparse_linear:
+        elif sparse_linear and len(layer.in_shape) == 1:
             new = SparseLinear(w, b)
         else:
-            new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+            new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None).to(w.device, w.dtype)
             new.weight.copy_(w)
         if b is not None and not isinstance(new, SparseLinear):
             new.bias.copy_(b)
-        replacements[layer.name] = new
-        if layer.bn is not None:
-            replacements[layer.bn_name] = nn.Identity()
-        keep_in = out_keep
-    exported = copy.deepcopy(_strip_masks(model))
-    for name, module in replacements.items():
-        _set_submodule(exported, name, module)
-    return exported.eval()
+        _set_submodule(exported, layer_name, new)
+    for node in graph.gm.graph.nodes:
+        link = graph.links.get(node.name)
+        if link is None or node.name not in keep:
+            continue
+        idx = keep[node.name].nonzero().flatten()
+        if link[0] == "bn":
+            if node.target in folded:
+                _set_submodule(exported, node.target, nn.Identity())
+            else:
+                _slice_bn(new_modules[node.target], idx)
+        elif link[0] == "gate":
+            gate = link[2]
+            path = next(p for p, mod in modules.items() if mod is gate.module)
+            owner = new_modules[path]
+            setattr(owner, gate.buffer, getattr(owner, gate.buffer)[idx.to(gate.mask.device)].clone())
+        elif link[0] == "pad":
+            short = modules[node.target]
+            if not isinstance(short, OptionAShortcut):
+                raise ExportError(f"module {node.target}: only option-A shortcuts are re-indexed")
+            src_keep = keep[link[1].name]
+            orig = src_keep.nonzero().flatten()
+            target = orig + short.pad
+            lands = keep[node.name][target]
+            position = torch.cumsum(keep[node.name].long(), 0) - 1
+            new = IndexShortcut(short.stride, lands.nonzero().flatten(), position[target[lands]],
+                                int(keep[node.name].sum()))
+            _set_submodule(exported, node.target, new.to(next(model.parameters()).device))
+    exported.eval()
+    _check_against(model, exported, input_shape, probe)
+    return exported
+
+
+def _in_len(m: nn.Module) -> int:
+    return m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+
+
+def _foldable_bn(graph: ModelGraph, node) -> str | None:
+    """The BatchNorm to fold into the layer at ``node``: it must read the layer directly and be its only reader."""
+    users = list(node.users)
+    if len(users) != 1:
+        return None
+    user = users[0]
+    link = graph.links.get(user.name)
+    if link is None or link[0] != "bn" or link[1] is not node:
+        return None
+    return user.target
+
+
+def _slice_bn(bn: nn.Module, idx: torch.Tensor) -> None:
+    idx = idx.to(bn.running_mean.device if bn.running_mean is not None else "cpu")
+    for name in ("weight", "bias"):
+        p = getattr(bn, name, None)
+        if p is not None:
+            setattr(bn, name, nn.Parameter(p.detach()[idx].clone(), requires_grad=p.requires_grad))
+    for name in ("running_mean", "running_var"):
+        buf = getattr(bn, name, None)
+        if buf is not None:
+            setattr(bn, name, buf[idx].clone())
+    bn.num_features = len(idx)
+
+
+def _check_against(model: nn.Module, exported: nn.Module, input_shape: tuple[int, ...],
+                   probe: torch.Tensor | None) -> None:
+    param = next(model.parameters())
+    if probe is None:
+        gen = torch.Generator().manual_seed(0)
+        probe = torch.randn(8, *input_shape, generator=gen).to(param.device, param.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        expected = model(probe)
+        try:
+            got = exported(probe)
+        except Exception as err:
+            raise ExportError(f"the exported model fails on a probe batch ({type(err).__name__}: {err}); a forward "
+                              "that hard-codes channel counts cannot be sliced") from err
+    finally:
+        model.train(was_training)
+    scale = float(expected.abs().max()) if expected.numel() else 1.0
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * max(scale, 1.0)):
+        diff = (got - expected).abs().max().item() if got.shape == expected.shape else "shape"
+        raise ExportError(f"the exported model differs from the masked model on a probe batch (max |diff| {diff}); "
+                          "refusing to return it")
 
 
 def _strip_masks(model: nn.Module) -> nn.Module:
     """A copy with plain parameters (prune hooks removed), so deepcopy yields an ordinary module tree."""
     from torch.nn.utils import prune
 
+    from .masks import _refresh, masked_parameters
+
+    with torch.no_grad():  # masked weights recomputed outside autograd: deepcopy needs leaf tensors
+        for _, module, name in masked_parameters(model):
+            _refresh(module, name)
     clone = copy.deepcopy(model)
     for module in clone.modules():
         for name in [n[: -len("_mask")] for n, _ in module.named_buffers(recurse=False) if n.endswith("_mask")]:

@@ -2,14 +2,19 @@
 
 Conventions:
 
-* ``paper``: weights and biases of Conv2d and Linear layers (the paper's count, BatchNorm excluded);
+* ``paper``: weights and biases of Conv2d and Linear layers (the paper's count, BatchNorm excluded; layers left
+  dense with ``ignore=`` count whole);
 * ``all``: every ``nn.Module`` parameter (BatchNorm affine parameters included), masks applied.
 
-FLOPs count 2 per multiply-accumulate of Conv2d and Linear layers, as ``torch.utils.flop_counter`` does
-(dense totals agree with it exactly); the sparse count keeps only surviving kernels and connections.
+FLOPs count 2 per multiply-accumulate of the prunable Conv2d and Linear layers (grouped and depthwise convs by
+their in-group kernels, a Linear on sequences once per position), as ``torch.utils.flop_counter`` does (dense
+totals agree with it exactly for models without ignored layers or other matmuls); the sparse count keeps only
+surviving kernels and connections.
 """
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import torch
@@ -36,9 +41,10 @@ def count_parameters(model: nn.Module, graph: PruningGraph, convention: str = "p
     """``(total, remaining)`` parameters under ``convention`` ("paper" or "all")."""
     if convention == "paper":
         total = remaining = 0
-        for layer in graph.layers():
+        modules = [layer.module for layer in graph.layers()] + _ignored_layers(model, graph)
+        for module in modules:
             for name in ("weight", "bias"):
-                t, r = _remaining(layer.module, name)
+                t, r = _remaining(module, name)
                 total, remaining = total + t, remaining + r
         return total, remaining
     if convention == "all":
@@ -53,15 +59,21 @@ def count_parameters(model: nn.Module, graph: PruningGraph, convention: str = "p
     raise ValueError(f"unknown convention {convention!r}; use 'paper' or 'all'")
 
 
+def _ignored_layers(model: nn.Module, graph: PruningGraph) -> list[nn.Module]:
+    """Conv2d / Linear layers left dense with ``ignore=``: counted (dense) in the paper convention."""
+    ignored = getattr(graph, "ignored", ())
+    return [m for path, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+            and any(path == p or path.startswith(p + ".") for p in ignored)]
+
+
 def _layer_flops(layer: LayerNode) -> tuple[int, int]:
     """(dense, sparse) FLOPs of one layer for one example."""
     m = layer.module
     mask = current_mask(m, "weight") != 0
-    if isinstance(m, nn.Conv2d):
-        positions = int(torch.tensor(layer.out_shape[1:]).prod())
-        per_weight = 2 * positions
-    else:
-        per_weight = 2
+    # each weight is applied at every output position of a conv (a grouped conv's weight holds only its in-group
+    # kernels) and at each of the T positions of a Linear on sequences (N, T, F)
+    positions = layer.out_shape[1:] if isinstance(m, nn.Conv2d) else layer.out_shape[:-1]
+    per_weight = 2 * math.prod(positions)
     return per_weight * mask.numel(), per_weight * int(mask.sum())
 
 

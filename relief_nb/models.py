@@ -1,7 +1,7 @@
 """The paper's architectures, built by name from a registry (in the spirit of timm).
 
-Every model is a chain of standard layers (``nn.Sequential``) and :class:`ResidualBlock`; that vocabulary is
-what :mod:`relief_nb.structure` understands, so one pruning implementation serves all of them.
+Every model is a chain of standard layers (``nn.Sequential``) and :class:`ResidualBlock`. The pruning pass traces
+them (and user-defined networks) with ``torch.fx`` (:mod:`relief_nb.graph`), so one implementation serves all.
 Weights are kaiming-normal; biases and BatchNorm keep PyTorch's defaults (docs/method.md, "Architectures").
 """
 

@@ -1,22 +1,33 @@
 """One NNrelief pruning pass: score -> select -> dead units -> residual rule -> backward pruning.
 
-The pass follows the traced :class:`~relief_nb.structure.PruningGraph`, so one implementation serves every
-architecture:
+The pass follows the model's traced dependency graph (:mod:`relief_nb.graph`, ``torch.fx``), so one
+implementation serves every architecture it can trace: chains, residual additions, concatenations, depthwise
+convs, sequences.
 
-1. Conv layers are scored front to back on the activations of the network as it was before this pass
-   (one forward over the scoring batch, hooks accumulate what :mod:`relief_nb.scores` needs).
+1. Conv layers are scored on the activations of the network as it was before this pass (one forward over the
+   scoring batch; hooks accumulate what :mod:`relief_nb.scores` needs). A grouped / depthwise conv's filter has
+   the input channels of its group as connections (scored as the equivalent dense conv, whose other kernels
+   are zero and never kept).
 2. Selection (:mod:`relief_nb.selection`) keeps, per filter, the kernels (and bias) carrying a fraction
-   ``alpha_conv`` of its signal. A unit whose post-activation output is zero on the whole batch loses all its
-   incoming connections and its bias. In a residual block, with ``r_k`` / ``s_k`` the L2 norms of the
-   batch-mean ``|BN2(conv2 x)|_k`` and ``|shortcut(x)|_k`` maps: ``r_k / (r_k + s_k) < 1 - alpha_conv``
-   removes conv2's filter k, ``s_k / (r_k + s_k) < 1 - alpha_conv`` masks shortcut channel k.
-3. The Linear layers are then scored on features of the conv-pruned network and selected with ``alpha_fc``.
-4. Backward pruning, from the output to the input: a unit none of whose outgoing connections survive loses
-   its incoming weights, its bias and its BatchNorm channel (Linear -> Linear, across the flatten to conv
-   channels, conv -> conv, and through residual blocks, where a block input channel survives while conv1
-   reads it or its shortcut is open).
+   ``alpha_conv`` of its signal. Dead units (paper): a unit whose output is zero on the whole batch wherever a
+   layer reads it loses all its incoming connections and its bias. A unit that reaches a merge (residual sum,
+   ``cat`` of tokens, LayerNorm), an ignored layer or the output is never declared dead: there its own silence
+   does not silence what is read.
+3. Residual rule (paper, for a ResNet block; generalised to every two-way addition, our extension): per channel
+   k of the sum, with ``r_k`` the L2 norm of the batch-mean ``|branch|_k`` map of each branch, a branch whose
+   share ``r_k / sum r`` is below ``1 - alpha_conv`` is cut for that channel: its conv's filter k is removed
+   (the residual branch, or a 1x1 projection shortcut), or its shortcut mask is closed (option A); an identity
+   shortcut has nothing to cut.
+4. The BatchNorm of every unit removed so far is masked, then the Linear layers are scored on features of the
+   conv-pruned network and selected with ``alpha_fc`` (with the same dead-unit and residual rules on Linear
+   merges, e.g. a transformer's MLP residual).
+5. Backward pruning over the graph, from the output to the input: a unit none of whose outgoing connections
+   survive loses its incoming weights, its bias and its BatchNorm / LayerNorm channel. A channel of a residual
+   sum stays while anything downstream reads it, so a channel is removed from a residual group only when every
+   branch gives it up and nothing reads it; a gate (option-A mask) channel nobody reads is closed.
 
 Masks are computed in full before anything is committed: if any step fails the model's masks are restored.
+The model is traced, and anything unsupported refused, before any mask changes.
 """
 
 from __future__ import annotations
@@ -25,18 +36,21 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.fx as fx
 from torch import nn
 
+from .graph import Gate, Merge, layer_reads
 from .masks import current_mask, mask_snapshot, restore_masks, shrink_mask
 from .scores import (
     CONV_AGGREGATIONS,
     ConvAggregation,
     ConvScoreAccumulator,
+    DepthwiseScoreAccumulator,
     LinearScoreAccumulator,
     batch_abs_stats,
 )
 from .selection import SELECTION_RULES, SelectionRule, check_alpha, select
-from .structure import BlockNode, LayerNode, PruningGraph, trace_model
+from .structure import LayerNode, PruningGraph, trace_model
 
 __all__ = ["ReliefConfig", "all_finite", "effective", "relief_prune"]
 
@@ -92,34 +106,37 @@ def effective(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
 
 
 class _Statistics:
-    """Forward hooks that accumulate scores, per-channel input maxima and residual maps over chunks."""
+    """Forward hooks that accumulate scores, per-feature input maxima and merge-branch maps over chunks."""
 
-    def __init__(self, graph: PruningGraph, layers: Iterable[LayerNode], config: ReliefConfig) -> None:
+    def __init__(self, graph: PruningGraph, layers: Iterable[LayerNode], config: ReliefConfig,
+                 merges: Iterable[Merge] = ()) -> None:
         self.graph = graph
         self.scorers: dict[str, ConvScoreAccumulator | LinearScoreAccumulator] = {}
         self.channel_max: dict[str, torch.Tensor] = {}
-        self.residual: dict[str, dict[str, torch.Tensor]] = {}
+        self.merges = {m.node: m for m in merges}
+        self.branch_maps: dict[str, list[torch.Tensor]] = {}
         self.handles: list = []
         for layer in layers:
             m = layer.module
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
+                self.scorers[layer.name] = DepthwiseScoreAccumulator(m, config.conv_aggregation)
+            elif isinstance(m, nn.Conv2d):
                 self.scorers[layer.name] = ConvScoreAccumulator(m, config.conv_aggregation)
             else:
                 self.scorers[layer.name] = LinearScoreAccumulator(m)
             self.handles.append(m.register_forward_pre_hook(self._layer_hook(layer)))
-        if config.residual_rule:
-            for block in graph.blocks():
-                self.residual[block.name] = {}
-                self.handles.append(block.module.bn2.register_forward_hook(self._map_hook(block, "residual")))
-                self.handles.append(block.module.shortcut.register_forward_hook(self._map_hook(block, "shortcut")))
 
     def _layer_hook(self, layer: LayerNode):
         def hook(module: nn.Module, args: tuple) -> None:
             scorer = self.scorers[layer.name]
-            if isinstance(scorer, ConvScoreAccumulator):
-                cmax = scorer.update(args[0], effective(module))  # the per-channel max |x| comes with the scores
-            else:  # the max |x| of each input unit's features (one per channel after a flatten)
-                cmax = scorer.update(args[0]).view(layer.in_units, layer.features_per_channel).amax(1)
+            x = args[0]
+            if isinstance(scorer, DepthwiseScoreAccumulator):
+                cmax = scorer.update(x, effective(module))
+            elif isinstance(scorer, ConvScoreAccumulator):
+                # the per-channel max |x| comes with the scores
+                cmax = scorer.update(x, _dense_weight(effective(module), module.groups))
+            else:  # per input feature; a sequence (N, T, F) is scored over batch and positions
+                cmax = scorer.update(x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x)
             if not torch.isfinite(cmax).all():  # amax propagates NaN and inf
                 raise FloatingPointError(f"the activations entering layer {layer.name} contain NaN or inf; "
                                          "check the model's weights and the scoring batch")
@@ -127,19 +144,16 @@ class _Statistics:
             self.channel_max[layer.name] = cmax if old is None else torch.maximum(old, cmax)
         return hook
 
-    def _map_hook(self, block: BlockNode, key: str):
-        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            s = batch_abs_stats(out)[0]
-            if key == "shortcut":
-                s.mul_(block.module.shortcut_mask.view(-1, 1, 1))
-            store = self.residual[block.name]
-            store[key] = s if key not in store else store[key] + s
-        return hook
+    def _record(self, merge: Merge, operands: list[torch.Tensor]) -> None:
+        maps = [batch_abs_stats(x)[0] for x in operands]
+        old = self.branch_maps.get(merge.node)
+        self.branch_maps[merge.node] = maps if old is None else [a + b for a, b in zip(old, maps)]
 
     def run(self, model: nn.Module, batch: torch.Tensor, chunk_size: int) -> None:
+        forward = _MergeRecorder(model, self.graph, self).run if self.merges else model
         try:
             for start in range(0, batch.shape[0], chunk_size):
-                out = model(batch[start:start + chunk_size])
+                out = forward(batch[start:start + chunk_size])
                 if not all_finite(out):
                     raise FloatingPointError("the model's output on the scoring batch contains NaN or inf")
         finally:
@@ -147,11 +161,41 @@ class _Statistics:
                 h.remove()
 
 
+class _MergeRecorder(fx.Interpreter):
+    """Runs the traced graph on the model's own modules, recording the branches of the watched merges."""
+
+    def __init__(self, model: nn.Module, graph: PruningGraph, stats: _Statistics) -> None:
+        super().__init__(model, graph=graph.gm.graph)
+        self.stats = stats
+
+    def run_node(self, n: fx.Node):
+        merge = self.stats.merges.get(n.name)
+        if merge is not None:
+            operands = [self.env[a] for a in n.all_input_nodes
+                        if isinstance(self.env.get(a), torch.Tensor) and self.graph_axis(a) >= 0]
+            self.stats._record(merge, operands)
+        return super().run_node(n)
+
+    def graph_axis(self, node: fx.Node) -> int:
+        return self.stats.graph.out_axis.get(node.name, -1)
+
+
 def _layer_keep(layer: LayerNode, stats: _Statistics, alpha: float, rule: SelectionRule) -> dict[str, torch.Tensor]:
     """Keep-masks for the layer's weight (and bias) from its scores."""
     m = layer.module
     weight, bias = effective(m, "weight"), effective(m, "bias")
-    scores = stats.scorers[layer.name].scores(weight, bias)
+    groups = getattr(m, "groups", 1)
+    scorer = stats.scorers[layer.name]
+    if isinstance(scorer, DepthwiseScoreAccumulator):  # one connection per filter: its kernel
+        scores = scorer.scores(weight, bias)
+    else:
+        scores = scorer.scores(_dense_weight(weight, groups), bias)
+    if groups > 1 and not isinstance(scorer, DepthwiseScoreAccumulator):  # the input channels of its group
+        out, per_group = weight.shape[:2]
+        cols = (torch.arange(out, device=scores.device) // (out // groups))[:, None] * per_group
+        cols = cols + torch.arange(per_group, device=scores.device)
+        kernel_scores = scores.gather(1, cols)
+        scores = torch.cat([kernel_scores, scores[:, m.in_channels:]], dim=1)
     keep = select(scores, alpha, rule)
     n_in = weight.shape[1]
     w_keep = keep[:, :n_in]
@@ -161,6 +205,18 @@ def _layer_keep(layer: LayerNode, stats: _Statistics, alpha: float, rule: Select
     if bias is not None:
         result["bias"] = keep[:, n_in]
     return result
+
+
+def _dense_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped conv's weight as the equivalent dense one (zero kernels outside each filter's group), so the
+    dense scorer serves depthwise and grouped convs; the zero kernels score 0 and are dropped after scoring."""
+    if groups == 1:
+        return weight
+    out, per_group = weight.shape[:2]
+    dense = weight.new_zeros(out, groups, per_group, *weight.shape[2:])
+    group = torch.arange(out, device=weight.device) // (out // groups)
+    dense[torch.arange(out, device=weight.device), group] = weight
+    return dense.reshape(out, groups * per_group, *weight.shape[2:])
 
 
 def _kill_units(keep: dict[str, torch.Tensor], dead: torch.Tensor) -> None:
@@ -190,7 +246,7 @@ def reads_inputs(layer: LayerNode) -> torch.Tensor:
     """Boolean per input unit: does any surviving connection of ``layer`` read it?"""
     mask = current_mask(layer.module, "weight") != 0
     if mask.ndim == 4:
-        return mask.any(dim=(0, 2, 3))
+        return layer_reads(layer)
     return mask.reshape(mask.shape[0], layer.in_units, layer.features_per_channel).any(dim=(0, 2))
 
 
@@ -203,50 +259,98 @@ def alive_units(layer: LayerNode) -> torch.Tensor:
     return alive
 
 
-def _dead_from_consumer(stats: _Statistics, consumer: LayerNode | BlockNode | None) -> torch.Tensor | None:
-    """Units whose post-activation output is zero on the whole batch, as the next layer saw its input."""
-    if isinstance(consumer, LayerNode) and consumer.name in stats.channel_max:
-        return stats.channel_max[consumer.name] == 0
-    return None  # a residual stream or the network's output: no dead-unit rule
+def _dead_units(graph: PruningGraph, stats: _Statistics, layer: LayerNode) -> torch.Tensor:
+    """Units whose output is zero on the whole batch wherever they are read.
+
+    Only units read by prunable layers, each input feature carrying that unit alone, qualify: a unit that
+    reaches a merge (residual addition, ``cat`` of tokens, LayerNorm statistics), an ignored layer, the output,
+    or a reader not scored in this forward is never declared dead (the paper's rule is for a unit's own output).
+    """
+    n = layer.out_units
+    peak = torch.zeros(n, dtype=torch.float64)
+    seen = torch.zeros(n, dtype=torch.bool)
+    blocked = graph.escapes[layer.name].clone()
+    for reader in graph.layers():
+        idx = reader.input_map.get(layer.name)
+        if idx is None:
+            continue
+        present = idx >= 0
+        others = sum((i >= 0).int() for s, i in reader.input_map.items() if s != layer.name)
+        alone = present & ~reader.input_merged & (torch.as_tensor(others) == 0)
+        cmax = stats.channel_max.get(reader.name)
+        if cmax is None:
+            blocked[idx[present]] = True
+            continue
+        blocked[idx[present & ~alone]] = True
+        cmax = cmax.detach().to('cpu', peak.dtype)
+        peak.scatter_reduce_(0, idx[alone], cmax[alone], "amax")
+        seen[idx[alone]] = True
+    return seen & ~blocked & (peak == 0)
 
 
-def _residual_rule(block: BlockNode, stats: _Statistics, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(filters of conv2 to remove, shortcut channels to mask) by the residual-dominance rule."""
-    maps = stats.residual[block.name]
-    r = maps["residual"].flatten(1).norm(dim=1)
-    s = maps["shortcut"].flatten(1).norm(dim=1)
-    total = r + s
+def _residual_rule(merge: Merge, stats: _Statistics, alpha: float) -> list[torch.Tensor]:
+    """Per branch of ``merge``: the channels whose share of the merged signal is below ``1 - alpha``.
+
+    The paper's rule for a residual block (``r / (r + s)`` and ``s / (r + s)`` with ``r``, ``s`` the L2 norms of
+    the batch-mean ``|branch|`` maps), applied to each branch of any two-way addition (our extension)."""
+    norms = [m.movedim(merge.axis - 1, 0).reshape(m.shape[merge.axis - 1], -1).norm(dim=1)
+             for m in stats.branch_maps[merge.node]]
+    total = sum(norms)
     safe = torch.where(total > 0, total, torch.ones_like(total))
     valid = total > 0
-    return valid & (r / safe < 1 - alpha), valid & (s / safe < 1 - alpha)
+    return [valid & (r / safe < 1 - alpha) for r in norms]
 
 
 def _backward_sweep(graph: PruningGraph) -> None:
-    used: torch.Tensor | None = None  # units of the current node that something downstream reads
-    for node in reversed(graph.nodes):
-        if isinstance(node, LayerNode):
-            if used is not None:
-                remove_units(node, ~used)
-            used = reads_inputs(node)
+    """From the output to the input over the traced graph: a unit nothing downstream reads loses its incoming
+    connections and bias; a gate channel nobody reads is closed (see :mod:`relief_nb.graph`)."""
+    need: dict[str, torch.Tensor | None] = {}
+    for node in reversed(list(graph.gm.graph.nodes)):
+        back = graph.back.get(node.name)
+        if back is None:
             continue
-        block = node.module
-        if used is not None:
-            remove_units(node.conv2, ~used)
-            block.shortcut_mask.mul_(used.to(block.shortcut_mask.dtype))
-        remove_units(node.conv1, ~reads_inputs(node.conv2))
-        shortcut_open = block.shortcut_mask[node.pad: node.pad + node.in_units] != 0
-        used = reads_inputs(node.conv1) | shortcut_open
+        axis = graph.out_axis.get(node.name, -1)
+        if node.op == "output" or axis < 0:
+            wanted = None
+        else:
+            wanted = need.get(node.name, False)
+            n = graph.out_len[node.name]
+            if wanted is None or wanted is True:
+                wanted = torch.ones(n, dtype=torch.bool)
+            elif wanted is False:
+                wanted = torch.zeros(n, dtype=torch.bool)
+        layer_name = graph.node_layer.get(node.name)
+        if layer_name is not None:
+            layer = graph.layer(layer_name)
+            remove_units(layer, ~wanted.to(current_mask(layer.module).device))
+        for src, t in back(wanted):
+            if graph.out_axis.get(src.name, -1) < 0:
+                continue
+            old = need.get(src.name, False)
+            if t is None or old is None:
+                need[src.name] = None
+            else:
+                t = t.cpu().bool()
+                need[src.name] = t if old is False else old | t
 
 
-def _mask_removed_batchnorm(graph: PruningGraph) -> None:
-    """A unit with no incoming weight and no bias is removed: its BatchNorm channel is masked too."""
-    for layer in graph.layers():
-        if layer.bn is None:
+def _mask_removed_norms(graph: PruningGraph) -> None:
+    """A channel of a BatchNorm / LayerNorm whose every unit is removed (no incoming weight, no bias) is masked."""
+    alive = {layer.name: alive_units(layer).cpu() for layer in graph.layers()}
+    for norm in graph.norms:
+        if not norm.input_map or getattr(norm.module, "weight", None) is None:
             continue
-        removed = ~alive_units(layer)
-        if bool(removed.any()) or hasattr(layer.bn, "weight_mask"):
+        present = torch.zeros(len(norm.fixed), dtype=torch.bool)
+        kept = torch.zeros_like(present)
+        for src, idx in norm.input_map.items():
+            here = idx >= 0
+            present |= here
+            kept |= here & alive[src][idx.clamp(min=0)]
+        removed = present & ~kept & ~norm.fixed
+        if bool(removed.any()) or hasattr(norm.module, "weight_mask"):
             for name in ("weight", "bias"):
-                shrink_mask(layer.bn, name, ~removed)
+                if getattr(norm.module, name, None) is not None:
+                    shrink_mask(norm.module, name, ~removed)
 
 
 def _check_inputs(model: nn.Module, batch: torch.Tensor, graph: PruningGraph) -> None:
@@ -267,13 +371,13 @@ def _check_inputs(model: nn.Module, batch: torch.Tensor, graph: PruningGraph) ->
                                          "finite model")
 
 
-def trace_for_batch(model: nn.Module, batch: torch.Tensor) -> PruningGraph:
+def trace_for_batch(model: nn.Module, batch: torch.Tensor, ignore: Iterable[str] = ()) -> PruningGraph:
     """Trace ``model`` with the per-example shape of ``batch``, turning a shape mismatch into a clear error."""
     if not isinstance(batch, torch.Tensor) or batch.ndim < 2 or batch.shape[0] == 0:
         shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
         raise ValueError(f"the scoring batch must be a non-empty tensor (N, ...), got {shape}")
     try:
-        return trace_model(model, tuple(batch.shape[1:]))
+        return trace_model(model, tuple(batch.shape[1:]), ignore=ignore)
     except RuntimeError as err:
         raise ValueError(f"the scoring batch's example shape {tuple(batch.shape[1:])} does not fit the model: "
                          f"{err}") from err
@@ -285,14 +389,17 @@ def relief_prune(
     batch: torch.Tensor,
     config: ReliefConfig | None = None,
     graph: PruningGraph | None = None,
+    ignore: Iterable[str] = (),
 ) -> PruningGraph:
-    """Run one NNrelief pruning pass on ``model`` in place, scoring on ``batch`` (N, C, H, W).
+    """Run one NNrelief pruning pass on ``model`` in place, scoring on ``batch`` (N, ...).
 
-    Returns the model's :class:`PruningGraph` (traced now unless given), useful for metrics. Nothing is
-    committed if any step fails.
+    ``ignore`` names module paths to leave dense (not scored, not pruned, read whole; e.g. attention
+    projections). Returns the model's :class:`PruningGraph` (traced now unless given), useful for metrics.
+    The model is traced, and anything unsupported refused, before any mask changes; nothing is committed if
+    any later step fails.
     """
     config = config or ReliefConfig()
-    graph = graph or trace_for_batch(model, batch)
+    graph = graph or trace_for_batch(model, batch, ignore)
     batch = batch.to(next(model.parameters()).device)
     _check_inputs(model, batch, graph)
     snapshot = mask_snapshot(model)
@@ -303,43 +410,50 @@ def relief_prune(
         convs = [x for x in layers if x.kind == "conv"]
         linears = [x for x in layers if x.kind == "linear"]
         chunk = config.chunk_size or (_CONV_CHUNK if convs else batch.shape[0])
-        stats = _Statistics(graph, layers, config)
-        stats.run(model, batch, chunk)
+        merges = graph.merges if config.residual_rule else []
+        conv_merges = [m for m in merges if m.ndim == 4] if convs else merges
         keeps: dict[str, dict[str, torch.Tensor]] = {}
-        consumers: dict[str, LayerNode | BlockNode | None] = {}
-        for i, node in enumerate(graph.nodes):
-            nxt = graph.nodes[i + 1] if i + 1 < len(graph.nodes) else None
-            if isinstance(node, BlockNode):
-                consumers[node.conv1.name], consumers[node.conv2.name] = node.conv2, None
-            else:
-                consumers[node.name] = nxt
 
         def select_layers(group: list[LayerNode], st: _Statistics, alpha: float) -> None:
             for layer in group:
                 keep = _layer_keep(layer, st, alpha, config.selection)
-                dead = _dead_from_consumer(st, consumers[layer.name]) if config.dead_units else None
-                if dead is not None and bool(dead.any()):
-                    _kill_units(keep, dead)
+                if config.dead_units:
+                    dead = _dead_units(graph, st, layer)
+                    if bool(dead.any()):
+                        _kill_units(keep, dead.to(keep["weight"].device))
                 keeps[layer.name] = keep
 
+        def residual(group: list[Merge], st: _Statistics, alpha: float) -> None:
+            for merge in group:
+                for cut, target in zip(_residual_rule(merge, st, alpha), merge.cuts):
+                    if isinstance(target, Gate):
+                        target.mask.mul_((~cut).to(target.mask.device, target.mask.dtype))
+                    elif target is not None and target in keeps:
+                        _kill_units(keeps[target], cut.to(keeps[target]["weight"].device))
+                    elif target is not None:
+                        remove_units(graph.layer(target), cut)
+
+        stats = _Statistics(graph, layers, config, conv_merges)
+        stats.run(model, batch, chunk)
         select_layers(convs, stats, config.alpha_conv)
-        if config.residual_rule:
-            for block in graph.blocks():
-                drop_filters, close_shortcut = _residual_rule(block, stats, config.alpha_conv)
-                _kill_units(keeps[block.conv2.name], drop_filters)
-                block.module.shortcut_mask.mul_((~close_shortcut).to(block.module.shortcut_mask.dtype))
+        residual(conv_merges if convs else [], stats, config.alpha_conv)
         for layer in convs:
             _commit(layer, keeps[layer.name])
+        # a filter removed above (dead-unit or residual rule) must be silent before the classifier is scored: its
+        # BatchNorm would otherwise still emit relu(beta - gamma mu / sqrt(var + eps)) on the second forward
+        _mask_removed_norms(graph)
         if linears:
+            linear_merges = [m for m in merges if m.ndim != 4] if convs else merges
             if convs:  # the classifier is scored on features of the conv-pruned network
-                stats = _Statistics(graph, linears, config)
+                stats = _Statistics(graph, linears, config, linear_merges)
                 stats.run(model, batch, chunk)
             select_layers(linears, stats, config.alpha_fc)
+            residual(linear_merges, stats, config.alpha_fc)
             for layer in linears:
                 _commit(layer, keeps[layer.name])
         if config.backward_pruning:
             _backward_sweep(graph)
-        _mask_removed_batchnorm(graph)
+        _mask_removed_norms(graph)
     except BaseException:
         restore_masks(model, snapshot)
         raise

@@ -44,8 +44,8 @@ from torch import nn
 
 from . import native
 
-__all__ = ["CONV_AGGREGATIONS", "CONV_FORMS", "ConvAggregation", "ConvScoreAccumulator", "LinearScoreAccumulator",
-           "batch_abs_stats"]
+__all__ = ["CONV_AGGREGATIONS", "CONV_FORMS", "ConvAggregation", "ConvScoreAccumulator", "DepthwiseScoreAccumulator",
+           "LinearScoreAccumulator", "batch_abs_stats"]
 
 ConvAggregation = Literal["sample_l2", "mean_l2", "mean_l1"]
 CONV_AGGREGATIONS: tuple[str, ...] = ("sample_l2", "mean_l2", "mean_l1")
@@ -269,6 +269,48 @@ class ConvScoreAccumulator:
             maps = torch.bmm(k, p.view(cin, -1, p.shape[-1]))  # (C, out, positions)
             agg = maps.norm(dim=-1) if self.aggregation == "mean_l2" else maps.sum(-1)
             s = agg.transpose(0, 1)
+        if bias is not None:
+            factor = self.positions if self.aggregation == "mean_l1" else self.positions ** 0.5
+            s = torch.cat([s, bias.abs().unsqueeze(1) * factor], dim=1)
+        return s
+
+
+class DepthwiseScoreAccumulator:
+    """Kernel scores of a conv whose filters each read one input channel (``groups == in_channels``: depthwise,
+    with any channel multiplier). Filter j's only connection is its kernel on channel ``j // multiplier``, so
+    every map ``|K_j| (*) |x_n,c(j)|`` is one output channel of the conv itself applied to ``|x|`` with ``|K|``:
+    the same three aggregations as :class:`ConvScoreAccumulator`, in one grouped convolution per chunk."""
+
+    def __init__(self, layer: nn.Conv2d, aggregation: ConvAggregation = "sample_l2") -> None:
+        if aggregation not in CONV_AGGREGATIONS:
+            raise ValueError(f"unknown conv aggregation {aggregation!r}; choose one of {CONV_AGGREGATIONS}")
+        self.layer, self.aggregation = layer, aggregation
+        self.sum: torch.Tensor | None = None  # sample_l2: sum_n of map norms (out,); mean modes: sum_n |x_n|
+        self.count = 0
+        self.positions = 0
+
+    def _maps(self, a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        m = self.layer
+        return F.conv2d(a, weight.abs(), None, m.stride, m.padding, m.dilation, m.groups)
+
+    def update(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Add a chunk of layer inputs; returns the chunk's per-channel ``max |x|``."""
+        self.count += x.shape[0]
+        self.positions = _out_positions(self.layer, x.shape[-2:])
+        a = x.abs()
+        sample_l2 = self.aggregation == "sample_l2"
+        s = self._maps(a, weight).flatten(2).norm(dim=2).sum(0) if sample_l2 else a.sum(0)
+        self.sum = s if self.sum is None else self.sum + s
+        return a.amax(dim=(0, 2, 3))
+
+    def scores(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Kernel scores ``(out, 1 [+1 bias])``."""
+        mean = self.sum / self.count
+        if self.aggregation == "sample_l2":
+            s = mean.unsqueeze(1)
+        else:
+            maps = self._maps(mean.unsqueeze(0), weight)[0].flatten(1)
+            s = (maps.norm(dim=1) if self.aggregation == "mean_l2" else maps.sum(1)).unsqueeze(1)
         if bias is not None:
             factor = self.positions if self.aggregation == "mean_l1" else self.positions ** 0.5
             s = torch.cat([s, bias.abs().unsqueeze(1) * factor], dim=1)

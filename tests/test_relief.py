@@ -290,20 +290,20 @@ def test_fresh_model_failure_leaves_it_unpruned(monkeypatch):
     assert all((current_mask(m) == 1).all() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
 
 
-class WithLSTMHead(nn.Module):
+class WithSigmoidHead(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(4, 4))
-        self.head = nn.Sequential(nn.Tanh())
+        self.head = nn.Sequential(nn.Sigmoid())
 
     def forward(self, x):
         return self.head(self.body(x))
 
 
 @pytest.mark.parametrize("model, path", [
-    (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4, 2)), "conv 0"),
-    (nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "module 2"),
-    (WithLSTMHead(), "module head.0"),
+    (nn.Sequential(nn.Conv2d(4, 4, 3), nn.Flatten(2), nn.Conv1d(4, 2, 1)), r"module 2 \(Conv1d\)"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LSTM(4, 4)), r"module 2 \(LSTM\)"),
+    (WithSigmoidHead(), r"module head.0 \(Sigmoid\)"),
 ])
 def test_unsupported_module_is_named(model, path):
     shape = (4, 3, 3) if isinstance(model[0] if isinstance(model, nn.Sequential) else None, nn.Conv2d) else (4,)
@@ -384,3 +384,24 @@ def test_masked_weight_keeps_the_parameter_strides():
     fresh(x)
     assert fresh.conv1.weight.stride() == fresh.conv1.weight_orig.stride()
     torch.testing.assert_close(fresh(x), model(x))
+
+
+def test_batchnorm_of_dead_filters_is_masked_before_the_classifier_is_scored():
+    """Filter 0 is silent on the batch (conv >= 5, BN(z) = 1 - z < 0) but BN(0) = 1 > 0: once the dead-unit
+    rule removes it, the classifier must be scored with channel 0 silent, so nothing keeps reading it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[0].weight[0], model[0].bias[0] = 1.0, 5.0
+        model[1].weight[0], model[1].bias[0] = -1.0, 1.0
+    model.eval()
+    x = torch.rand(16, 3, 4, 4)
+    with torch.no_grad():
+        post = model[2](model[1](model[0](x)))
+        assert post[:, 0].abs().max() == 0 and (post[:, 1:].flatten(1).abs().max(1).values > 0).all()
+        assert model[2](model[1](torch.zeros(1, 4, 1, 1)))[0, 0] > 0  # relu(BN(0)) of filter 0
+    relief_prune(model, x, ReliefConfig(1.0, 1.0, backward_pruning=False))
+    assert current_mask(model[0])[0].sum() == 0 and current_mask(model[1], "bias")[0] == 0
+    assert current_mask(model[4])[:, :16].sum() == 0  # channel 0's 16 features are read by nobody
+    assert current_mask(model[4])[:, 16:].sum() > 0
