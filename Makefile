@@ -8,7 +8,7 @@ PROFILE ?= cpu
 # the compiled scoring kernel (relief_nb/native.py) is built inside the environment, not in $HOME
 export RELIEF_NB_CACHE ?= $(abspath $(VENV))/relief_nb-cache
 
-.PHONY: setup run test test-unit test-notebooks lint bench fetch-mnist notebooks clean
+.PHONY: setup run test test-unit test-long test-notebooks lint bench fetch-mnist notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -31,7 +31,11 @@ lint: setup
 	$(BIN)/ruff check relief_nb tests benchmarks
 
 test-unit: setup
-	$(BIN)/pytest -n 2 -q tests
+	$(BIN)/pytest -n 2 -q -m "not long" tests
+
+# real-data training checks of the dependency graph (ResNet-18/50, MobileNetV2, ViT, GELU MLP on MNIST): ~10 min
+test-long: fetch-mnist
+	$(BIN)/pytest -n 2 -q -m long tests
 
 # nbval re-executes the committed notebooks on the fast path (RELIEF_NB_FAST: smoke profile) and compares the
 # checked cells, the CPU-independent method fingerprints (relief_nb/fingerprint.py)

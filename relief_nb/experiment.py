@@ -336,7 +336,8 @@ class Run:
                      "before": None, "done": False,
                      "init": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
             self._save(state)
-        bar = self._bar(total=cfg.iterations + 1, desc=f"{self.label}: iterations", initial=len(state["rows"]))
+        bar = self._bar(total=cfg.iterations + 1, desc=f"{self.label}: iterations", initial=len(state["rows"]),
+                        disable=bool(state["done"]))  # a finished run is read back without a bar
         try:
             while not state["done"]:
                 self._step(state)
@@ -348,12 +349,11 @@ class Run:
 
     def _bar(self, iterable: Any = None, **kwargs: Any) -> tqdm:
         if self.progress == "text":  # a terminal log or papermill's streamed output: a line at most every 30 s
-            import sys
-
             from tqdm import tqdm as plain
 
             return plain(iterable, file=sys.stderr, mininterval=30, ascii=True, **kwargs)
-        return tqdm(iterable, disable=not self.progress, **kwargs)
+        kwargs["disable"] = bool(kwargs.get("disable", False)) or not self.progress
+        return tqdm(iterable, **kwargs)
 
     def _reference_folder(self) -> Path:
         ref = Path(self.config.reference or "")

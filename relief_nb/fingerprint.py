@@ -7,7 +7,8 @@ run's counts depend on float32 training, whose kernels round differently on AVX2
 
 * no training: the probe network's weights, biases and BatchNorm affine parameters are small integers times
   powers of two, drawn with ``torch.randint`` (integer arithmetic, the same on every CPU); the scoring batch
-  is integer pixels;
+  is integer pixels; about one BatchNorm channel in eight has a large negative shift, so that some filters are
+  silent and the dead-unit rule shows;
 * the pass runs in float64, so every product and sum of a Linear score is exact (dyadic numbers far below
   2**53), and the rest (a square root, a BatchNorm division) rounds at 1e-16, eight orders of magnitude below
   the gaps between scores that the alpha rule compares;
@@ -56,7 +57,10 @@ def probe_network(model_name: str, num_classes: int, seed: int = 0) -> nn.Module
                 module.bias.copy_(_dyadic(module.bias.shape, g, 12))
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.weight.copy_(_dyadic(module.weight.shape, g, 10, signed=False))
-            module.bias.copy_(_dyadic(module.bias.shape, g, 11))  # some channels end up silent after ReLU
+            module.bias.copy_(_dyadic(module.bias.shape, g, 11))
+            # about one channel in eight far below zero: silent after ReLU, so the dead-unit rule has work to do
+            silent = torch.randint(0, 8, module.bias.shape, generator=g) == 0
+            module.bias.masked_fill_(silent, -64.0)
     return model
 
 

@@ -71,4 +71,7 @@ def test_a_change_of_the_method_changes_the_fingerprint():
 def test_residual_rule_and_dead_units_show_in_the_fingerprint():
     paper = method_fingerprint("resnet20-cifar10", passes=1)
     assert not method_fingerprint("resnet20-cifar10", passes=1, residual_rule=False).equals(paper)
-    assert not method_fingerprint("resnet20-cifar10", passes=1, dead_units=False).equals(paper)
+    # in a ResNet a silent conv1 filter is also caught by selection (its readers score it 0) and backward pruning,
+    # so the dead-unit rule shows on VGG, whose silent filters' BatchNorm would otherwise reach the classifier
+    vgg = method_fingerprint("vgglike-cifar10", passes=1, batch_size=4)
+    assert not method_fingerprint("vgglike-cifar10", passes=1, batch_size=4, dead_units=False).equals(vgg)

@@ -16,7 +16,7 @@ from relief_nb.export import export_pruned
 from relief_nb.relief import ReliefConfig, relief_prune
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.long,
               pytest.mark.skipif(not (DATA / "mnist").exists(), reason="real MNIST not fetched (make fetch-mnist)")]
 
 BUILDERS = {
