@@ -140,7 +140,9 @@ def expand_grid(experiment: str | Sequence[str], alpha_conv: float | Sequence[fl
         raise KeyError(f"unknown experiment(s) {unknown_names} or profile {profile!r}; experiments: "
                        f"{', '.join(sorted(EXPERIMENTS))}; profiles: {', '.join(PROFILES)}")
     data_path = Path(data_dir) if data_dir is not None else paths.default_data_dir()
-    methods = _as_list(methods)
+    # seeds and methods are always axes: a tuple of them is several values, not one
+    methods = list(methods) if isinstance(methods, tuple) else _as_list(methods)
+    seeds = list(seeds) if isinstance(seeds, tuple) else seeds
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")

@@ -240,3 +240,12 @@ def test_run_is_a_plain_folder(tmp_path):
     execute_run(cfg, tmp_path, ROOT / "data", "cpu")
     assert run_done(tmp_path / cfg.run_name())
     assert not Run(cfg, tmp_path).metrics().empty
+
+
+def test_default_seeds_and_methods_are_one_run():
+    (run,) = expand_grid("lenet300-mnist", profile="smoke", params={"synthetic": True})
+    assert run.config is not None and run.config.seed == 0 and run.config.method == "relief"
+    runs = expand_grid("lenet300-mnist", seeds=(0, 1), methods=("relief", "random"), profile="smoke",
+                       params={"synthetic": True})
+    assert sorted((r.config.seed, r.config.method) for r in runs) == [(0, "random"), (0, "relief"), (1, "random"),
+                                                                      (1, "relief")]
