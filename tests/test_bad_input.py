@@ -98,7 +98,9 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "relief_nb.cli", *SMOKE, "-p", "synthetic=True", "-p",
                              "pretrain_epochs=200", "--results-dir", str(tmp_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # pytest-xdist workers ignore SIGINT, and a child would inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for _ in range(600):  # wait for the first checkpoint, then interrupt
             if list(tmp_path.rglob("checkpoint.pt")):
