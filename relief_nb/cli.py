@@ -46,9 +46,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .experiment import Run
     from .presets import experiment_config
 
-    cfg = experiment_config(args.experiment, args.profile, **parse_assignments(args.param))
+    params = parse_assignments(args.param)
+    if args.model:
+        params["model"] = args.model  # a factory "package.module:function" or a registered name
+    data = None
+    if args.data:
+        data = args.data  # a folder of your own: IDX files or train/<class>/, test/<class>/ images
+        params.setdefault("dataset", _data_label(args.data))
+    cfg = experiment_config(args.experiment, args.profile, **params)
     run = Run(cfg, paths.runs_folder(args.results_dir, args.profile), args.data_dir, args.device,
-              progress=not args.no_progress, label=args.experiment)
+              progress=not args.no_progress, label=args.experiment, data=data,
+              meta={"preset": args.experiment, "profile": args.profile})
     print(f"run folder: {run.folder}")
     metrics = run.run(resume=not args.restart)
     cols = ["iteration", "val_acc", "test_acc", "test_error", "params_remaining", "compression", "flops_reduction"]
@@ -56,6 +64,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if cfg.synthetic:
         print("NOTE: synthetic stand-in data: these numbers are not results.")
     return 0
+
+
+def _data_label(folder: str) -> str:
+    from pathlib import Path
+
+    return Path(folder).resolve().name or "custom"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,8 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--data-dir", default=str(paths.default_data_dir()))
     p.set_defaults(func=_cmd_fetch)
-    p = sub.add_parser("run", help="run (or resume) one experiment without a notebook")
-    p.add_argument("experiment")
+    p = sub.add_parser("run", help="run (or resume) one experiment without a notebook",
+                       description="Run or resume one experiment: a preset (relief-nb list) sized by --profile, "
+                                   "with -p overrides; --model and --data swap in a network and data of your own "
+                                   "(the preset then gives the method's and the schedule's settings).")
+    p.add_argument("experiment", help="a preset, e.g. lenet300-mnist")
+    p.add_argument("--model", help="a model factory 'package.module:function' (called with num_classes, "
+                                   "input_shape or in_channels if it declares them) or a registered model")
+    p.add_argument("--data", help="a data folder of your own: MNIST's IDX files, or train/<class>/*.png and "
+                                  "test/<class>/*.png; the run is labelled by the folder's name (-p dataset=...)")
     p.add_argument("--profile", default="cpu")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--data-dir", default=str(paths.default_data_dir()))

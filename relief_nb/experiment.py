@@ -1,20 +1,29 @@
 """The iterative NNrelief experiment: pretrain, then score -> prune -> rewind / fine-tune -> retrain.
 
-A run is identified by its hyperparameters (as in OpenLTH): it lives in one folder named after them, holding
-``config.json``, ``metrics.csv`` / ``metrics.json`` (one row per iteration), ``layers.csv`` (one row per
-layer and iteration), ``masks/iter_XX.pt`` (the model after each iteration, masks included) and
-``checkpoint.pt``, written atomically after every epoch and every pruning step, so an interruption loses at
-most the epoch in flight and :func:`run_experiment` resumes where it stopped.
+A run is identified, as in OpenLTH, by a hash of the settings that change its results: the settings that differ
+from :class:`ExperimentConfig`'s defaults, the fingerprint of the data actually read and, for a model of your own,
+of its initial weights. Stopping rules (``iterations``, ``target_compression``) are not part of it: a longer run
+continues the shorter one's folder, and a shorter one reads the first iterations back. The folder holds
+``config.json``, ``run.json`` (provenance: package version, git commit, data fingerprint, preset and profile),
+``metrics.csv`` / ``metrics.json`` (one row per iteration), ``layers.csv`` (one row per layer and iteration),
+``init.pt`` (the initial weights, written once), ``masks/iter_XX.pt`` (the model after each iteration, masks
+included), ``best.pt`` (the best-validation model of the stage in flight) and ``checkpoint.pt`` (one model, the
+optimizer and the typed :class:`RunState`), each replaced atomically after every epoch and every pruning step,
+so an interruption loses at most the epoch in flight and :func:`run_experiment` resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
 import os
+import re
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -28,13 +37,17 @@ from .baselines import METHODS, prune_to_counts
 from .data import DATASETS, Dataset, load_dataset, prepare, synthetic_dataset
 from .masks import load_pruned_state_dict
 from .metrics import layer_table, summary
-from .models import create_model, family_of
+from .models import MODELS, create_model, family_of
 from .relief import ReliefConfig, relief_prune
 from .structure import PruningGraph, trace_model
 from .training import TrainConfig, evaluate, make_optimizer, train_epoch
+from .userdata import as_dataset, data_fingerprint
 from .validation import expect
 
-__all__ = ["CheckpointError", "ExperimentConfig", "Run", "run_experiment"]
+__all__ = ["CheckpointError", "ExperimentConfig", "Run", "RunState", "run_experiment"]
+
+# stopping rules: a run that goes further extends the same folder, so they are not part of a run's identity
+STOPPING_RULES = ("iterations", "target_compression")
 
 
 class CheckpointError(RuntimeError):
@@ -43,7 +56,12 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Every hyperparameter of a run. Defaults are LeNet-300-100 on MNIST at the paper's settings (docs/method.md)."""
+    """Every hyperparameter of a run. Defaults are LeNet-300-100 on MNIST at the paper's settings (docs/method.md).
+
+    ``model``: a registered name (``relief-nb list``), a factory ``"package.module:function"``, or a label for
+    the factory passed as ``Run(..., model=...)``. ``dataset``: a registered name, or a label for the data passed
+    as ``Run(..., data=...)``. ``dead_units``, ``residual_rule`` and ``backward_pruning`` switch the pass's rules
+    (:class:`~relief_nb.relief.ReliefConfig`), for ablations."""
 
     model: str = "lenet300-100"
     dataset: str = "mnist"
@@ -66,6 +84,9 @@ class ExperimentConfig:
     method: str = "relief"  # or a baseline of relief_nb.baselines, pruned to the sparsity of `reference`
     reference: str | None = None  # NNrelief run (its folder name, beside this run's) a baseline starts from and
     # whose per-iteration sparsity it matches; a name, not a path, so the same baseline is one run from anywhere
+    dead_units: bool = True
+    residual_rule: bool = True
+    backward_pruning: bool = True
 
     def __post_init__(self) -> None:
         self.relief_config()  # validates alphas and options early
@@ -78,25 +99,33 @@ class ExperimentConfig:
                "None or a fraction of accuracy >= 0", "0.005")
         expect("target_compression", self.target_compression, (int, float, type(None)), lambda v: v > 1,
                "None or a number > 1", "50")
-        expect("synthetic", self.synthetic, (bool,))
+        for name in ("synthetic", "dead_units", "residual_rule", "backward_pruning"):
+            expect(name, getattr(self, name), (bool,), example="True")
         expect("rewind", self.rewind, (bool, type(None)), example="True")
+        for name in ("model", "dataset"):
+            expect(name, getattr(self, name), (str,), lambda v: bool(v.strip()), "a non-empty name", "lenet5")
         for stage in ("pretrain", "retrain"):
             if not isinstance(getattr(self, stage), TrainConfig):
                 raise ValueError(f"{stage} must be a TrainConfig, got {getattr(self, stage)!r}")
-        family_of(self.model)  # unknown names raise, listing the known ones
-        if self.dataset not in DATASETS:
-            raise KeyError(f"unknown data set {self.dataset!r}; known data sets: {', '.join(sorted(DATASETS))}")
+        if self.synthetic and self.dataset not in DATASETS:
+            raise KeyError(f"synthetic stand-ins exist for the registered data sets only ({', '.join(DATASETS)}), "
+                           f"not {self.dataset!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}")
         if self.method != "relief" and self.reference is None:
             raise ValueError(f"the {self.method} baseline needs reference=<folder of an NNrelief run>")
 
     def relief_config(self) -> ReliefConfig:
-        return ReliefConfig(self.alpha_conv, self.alpha_fc, self.conv_aggregation, self.selection)  # type: ignore[arg-type]
+        return ReliefConfig(self.alpha_conv, self.alpha_fc, self.conv_aggregation, self.selection,  # type: ignore[arg-type]
+                            self.dead_units, self.residual_rule, self.backward_pruning)
 
     @property
     def rewinds(self) -> bool:
-        return family_of(self.model) == "lenet" if self.rewind is None else bool(self.rewind)
+        """Rewind to the initial weights before retraining: LeNets by default (as in the paper), and models of
+        your own only when ``rewind=True``."""
+        if self.rewind is not None:
+            return bool(self.rewind)
+        return self.model in MODELS and family_of(self.model) == "lenet"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -115,13 +144,42 @@ class ExperimentConfig:
                 d[key] = TrainConfig(**d[key])
         return cls(**d)
 
-    def run_name(self) -> str:
-        """Readable and unique: the main hyperparameters plus a hash of all of them."""
-        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    def identity(self) -> dict[str, Any]:
+        """The settings that define the run's results: those that differ from the defaults (OpenLTH's rule, so a
+        setting added later with a default leaves existing runs where they are), stopping rules excluded."""
+        mine, default = self.to_dict(), ExperimentConfig().to_dict()
+        return {k: v for k, v in mine.items() if k not in STOPPING_RULES and v != default.get(k)}
+
+    def run_name(self, data_fingerprint: str, model_fingerprint: str | None = None) -> str:
+        """Readable and unique: the main settings, then a hash of :meth:`identity`, the fingerprint of the data
+        read and, for a model of your own, of its initial weights."""
+        key = {**self.identity(), "data": data_fingerprint, "model_weights": model_fingerprint}
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+        data = f"{_slug(self.dataset)}{'-synthetic' if self.synthetic else ''}"
+        method = "" if self.method == "relief" else f"_{self.method}"
+        return f"{_slug(self.model)}_{data}{method}_ac{self.alpha_conv:g}_af{self.alpha_fc:g}_s{self.seed}_{digest}"
+
+    def legacy_run_name(self) -> str:
+        """The folder name relief_nb 0.x gave this run (every field hashed, iterations in the name), for migration;
+        a baseline's reference is translated to its reference's legacy name."""
+        d = {k: v for k, v in self.to_dict().items() if k in _LEGACY_FIELDS}
+        if self.method != "relief":
+            d["reference"] = replace(self, method="relief", reference=None).legacy_run_name()
+        digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         data = f"{self.dataset}{'-synthetic' if self.synthetic else ''}"
         method = "" if self.method == "relief" else f"_{self.method}"
         return (f"{self.model}_{data}{method}_ac{self.alpha_conv:g}_af{self.alpha_fc:g}_it{self.iterations}"
                 f"_s{self.seed}_{digest}")
+
+
+_LEGACY_FIELDS = ("model", "dataset", "alpha_conv", "alpha_fc", "iterations", "pretrain", "retrain", "rewind",
+                  "scoring_size", "val_size", "conv_aggregation", "selection", "tolerance", "target_compression",
+                  "seed", "synthetic", "n_train", "n_test", "method", "reference")
+
+
+def _slug(text: str) -> str:
+    """A name usable in a folder name (a factory ``pkg.mod:fn`` becomes ``pkg.mod-fn``)."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "custom"
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -185,67 +243,274 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+@dataclass
+class RunState:
+    """Where a run stands; saved in ``checkpoint.pt`` beside one model, the optimizer and the RNG states."""
+
+    phase: str = "pretrain"  # "pretrain", "prune" or "retrain"
+    iteration: int = 0
+    epoch: int = 0  # epochs done in the current training stage
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    best_val: float | None = None  # best validation accuracy of the stage; its model is best.pt
+    rows: list[dict] = field(default_factory=list)  # metrics.csv
+    layers: list[dict] = field(default_factory=list)  # layers.csv
+    elapsed: float = 0.0
+    before: dict | None = None  # accuracies right after pruning, before retraining
+    done: bool = False  # nothing left to do for the stopping rules it last ran under
+    stopped_early: bool = False  # the tolerance rule ended it: no later iteration will be made
+
+    def start_stage(self, phase: str) -> None:
+        self.phase, self.epoch, self.optimizer, self.scheduler, self.best_val = phase, 0, None, None, None
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> RunState:
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
+
+
+ModelFactory = Callable[..., torch.nn.Module]
+
+
+def resolve_factory(spec: str) -> ModelFactory:
+    """``"package.module:function"`` -> the function (imported), with errors that say what to fix."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"a model factory is written 'package.module:function', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"cannot import {module_name!r} for model {spec!r} ({err}); is it on PYTHONPATH?") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{module_name} has no callable {attr!r} (model {spec!r})")
+    return factory
+
+
+def _call_factory(factory: ModelFactory, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
+    """Call a model factory with the keywords it declares among ``num_classes``, ``input_shape`` and
+    ``in_channels`` (so ``make_net()``, ``make_net(num_classes)`` and ``make_net(**everything)`` all work)."""
+    offered = {"num_classes": num_classes, "input_shape": input_shape, "in_channels": input_shape[0]}
+    params = inspect.signature(factory).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    model = factory(**{k: v for k, v in offered.items() if takes_all or k in params})
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha1 of a model's architecture and initial state (a factory of your own is identified by what it builds)."""
+    h = hashlib.sha1(repr(model).encode())
+    for key, value in model.state_dict().items():
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def _files_signature(folder: Path) -> tuple:
+    """Names, sizes and modification times of the files directly in ``folder`` (a changed file changes it)."""
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in folder.iterdir() if p.is_file()
+                        for st in [p.stat()]))
+
+
+def _git_commit() -> str | None:
+    """The commit of the relief_nb checkout this code runs from (None when installed from a wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 class Run:
-    """One experiment in its folder. :meth:`run` executes (or resumes) it; results are then in the folder."""
+    """One experiment in its folder. :meth:`run` executes (or resumes) it; results are then in the folder.
+
+    ``data``: your own data (anything :func:`relief_nb.userdata.as_dataset` takes: tensors, torch Datasets, a
+    folder), with ``config.dataset`` as its label; default: the registered data set ``config.dataset`` from
+    ``data_dir``. ``model``: a factory of your own (called with the keywords it declares among ``num_classes``,
+    ``input_shape``, ``in_channels``), with ``config.model`` as its label; default: the registry, or
+    ``config.model`` as ``"package.module:function"``. ``meta``: provenance recorded in ``run.json`` (preset,
+    profile). Nothing is read or written until needed, and nothing written before every input is checked.
+    """
 
     def __init__(self, config: ExperimentConfig, results_dir: str | os.PathLike = "results",
                  data_dir: str | os.PathLike = "data", device: str | torch.device | None = "auto",
-                 progress: bool | str = True, dataset: Dataset | None = None, label: str | None = None) -> None:
+                 progress: bool | str = True, data: Any = None, label: str | None = None,
+                 model: ModelFactory | None = None, meta: dict[str, Any] | None = None,
+                 dataset: Any = None) -> None:
         self.config = config
-        self.folder = Path(results_dir) / config.run_name()
+        self.results_dir = Path(results_dir)
         self.data_dir = Path(data_dir)
         self.device = _resolve_device(device)
         self.progress = progress  # True: progress bars; "text": plain lines every 30 s (logs, papermill); False
-        self.label = label or config.run_name()
-        self._dataset = dataset
+        self._label = label
+        self._user_data = data if data is not None else dataset  # ``dataset=``: the 0.x keyword
+        if model is not None and not callable(model):
+            raise TypeError(f"model must be a factory (a callable returning an nn.Module), got {type(model).__name__}")
+        self._factory = model
+        self.meta = dict(meta or {})
+        self._dataset: Dataset | None = None
+        self._folder: Path | None = None
+        self._model_fingerprint: str | None = None
+
+    @classmethod
+    def at(cls, folder: str | os.PathLike, config: ExperimentConfig | None = None) -> Run:
+        """The run stored in ``folder``, for reading its results (no data are loaded)."""
+        folder = Path(folder)
+        if config is None:
+            config = ExperimentConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        run = cls(config, folder.parent, progress=False, device="cpu")
+        run._folder = folder
+        return run
+
+    @property
+    def label(self) -> str:
+        return self._label or self.folder.name
+
+    def run_name(self) -> str:
+        """The folder name: :meth:`ExperimentConfig.run_name` with this run's data (and model) fingerprints."""
+        return self.config.run_name(self.data_fingerprint(), self._model_weights())
+
+    @property
+    def folder(self) -> Path:
+        """``results_dir/<run name>``; the name hashes the data read, so the data are loaded (once) to know it."""
+        if self._folder is None:
+            cfg = self.config
+            if self._user_data is None and self._factory is None and cfg.model in MODELS and \
+                    cfg.dataset in DATASETS:
+                self._migrate_legacy()
+            if self._folder is None:
+                self._folder = self.results_dir / self.run_name()
+        return self._folder
+
+    def data_fingerprint(self) -> str:
+        """:func:`~relief_nb.userdata.data_fingerprint` of the data this run reads. For a registered data set it is
+        remembered per process (keyed by the files' sizes and times), so naming many runs loads the data once."""
+        if self._user_data is not None or self.config.dataset not in DATASETS:
+            return data_fingerprint(self._data())
+        cfg = self.config
+        key = (cfg.dataset, cfg.synthetic, cfg.seed if cfg.synthetic else None, cfg.n_train, cfg.n_test,
+               None if cfg.synthetic else _files_signature(self.data_dir / DATASETS[cfg.dataset].folder))
+        if key not in _FINGERPRINTS:
+            _FINGERPRINTS[key] = data_fingerprint(self._data())
+        return _FINGERPRINTS[key]
+
+    def finished(self) -> bool:
+        """Whether the folder holds every iteration this config asks for (memory-mapped read of the checkpoint,
+        so cheap; a missing or unreadable one counts as not finished and the run itself then reports it)."""
+        try:
+            saved = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception:
+            return False
+        if not isinstance(saved, dict) or not saved.get("done"):
+            return False
+        state = RunState.from_checkpoint(saved)
+        return state.stopped_early or (bool(state.rows) and state.rows[-1]["iteration"] >= self._wanted_last(
+            state.rows))
+
+    def _migrate_legacy(self) -> None:
+        """A folder made by relief_nb 0.x for these settings is renamed to today's name (data assumed unchanged)."""
+        legacy = self.results_dir / self.config.legacy_run_name()
+        if not (legacy / "config.json").exists():
+            return
+        target = self.results_dir / self.config.run_name(self.data_fingerprint(), None)
+        if target.exists():
+            return
+        os.replace(legacy, target)
+        print(f"migrated run folder {legacy.name} -> {target.name} (relief_nb 0.x name; now named by its settings "
+              "and the fingerprint of the data, assumed to be the data it was made with)", file=sys.stderr)
+        self._folder = target
 
     # ------------------------------------------------------------------ setup
     def _data(self) -> Dataset:
         cfg = self.config
         if self._dataset is None:
-            ds = synthetic_dataset(cfg.dataset, seed=cfg.seed) if cfg.synthetic else load_dataset(cfg.dataset,
-                                                                                                   self.data_dir)
+            if self._user_data is not None:
+                ds = as_dataset(self._user_data, cfg.dataset)
+            elif cfg.dataset not in DATASETS:
+                raise KeyError(f"unknown data set {cfg.dataset!r}; known data sets: {', '.join(sorted(DATASETS))}, "
+                               "or pass your own: Run(config, data=(train_x, train_y, test_x, test_y)) or a folder")
+            elif cfg.synthetic:
+                ds = synthetic_dataset(cfg.dataset, seed=cfg.seed)
+            else:
+                ds = load_dataset(cfg.dataset, self.data_dir)
             self._dataset = ds.subset(cfg.n_train, cfg.n_test) if (cfg.n_train or cfg.n_test) else ds
         return self._dataset
 
+    def _build_model(self, ds: Dataset) -> torch.nn.Module:
+        """The model with its initial weights: seeded by ``config.seed`` whatever builds it."""
+        cfg = self.config
+        factory = self._factory or (resolve_factory(cfg.model) if ":" in cfg.model else None)
+        if factory is None:
+            if cfg.model not in MODELS:
+                raise KeyError(f"unknown model {cfg.model!r}; known models: {', '.join(sorted(MODELS))}, or a "
+                               "factory 'package.module:function', or Run(config, model=make_net)")
+            return create_model(cfg.model, ds.num_classes, seed=cfg.seed, input_shape=ds.input_shape)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            return _call_factory(factory, ds.num_classes, ds.input_shape)
+
+    def _model_weights(self) -> str | None:
+        if self._factory is None and ":" not in self.config.model:
+            return None  # registered models are named by the registry and built from the seed
+        if self._model_fingerprint is None:
+            self._model_fingerprint = _weights_fingerprint(self._build_model(self._data()))
+        return self._model_fingerprint
+
     def _setup(self) -> None:
-        cfg, ds = self.config, self._data()
-        for split, labels in (("training", ds.train_y), ("test", ds.test_y)):
-            if len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < ds.num_classes):
-                raise ValueError(f"{ds.name}: {split} labels must lie in [0, {ds.num_classes}), found "
-                                 f"{int(labels.min())}..{int(labels.max())}; check the label files")
+        cfg, ds = self.config, as_dataset(self._data())  # validates labels against the class count
         if cfg.val_size >= len(ds.train_y):
             raise ValueError(f"val_size={cfg.val_size} leaves no training data ({len(ds.train_y)} training images); "
                              f"for example val_size={max(1, len(ds.train_y) // 10)}")
+        if cfg.method != "relief":
+            self._reference_layers()  # the reference run must exist before a baseline writes anything
         self.train_x, self.train_y, self.val_x, self.val_y = ds.split_validation(cfg.val_size, cfg.seed)
         g = torch.Generator().manual_seed(cfg.seed + 1)
         idx = torch.randperm(len(self.train_y), generator=g)[: cfg.scoring_size]
         self.scoring_batch = prepare(self.train_x[idx], ds, self.device)  # fixed, no augmentation
-        model = create_model(cfg.model, ds.num_classes, seed=cfg.seed)
-        self.model = model.to(self.device, memory_format=torch.channels_last)  # matches prepare()'s batches
+        self.scoring_labels = self.train_y[idx].to(self.device)
+        self.model = self._build_model(ds).to(self.device, memory_format=torch.channels_last)
         self.graph: PruningGraph = trace_model(self.model, ds.input_shape)
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
         torch.manual_seed(cfg.seed + 3)  # the global RNG drives dropout; resume restores its state
+        self.folder  # noqa: B018  (the name: fingerprints computed, a 0.x folder migrated, before anything is written)
 
     # ------------------------------------------------------------------ checkpoints
     @property
     def checkpoint_path(self) -> Path:
         return self.folder / "checkpoint.pt"
 
-    def _save(self, state: dict[str, Any]) -> None:
-        state["model"] = self.model.state_dict()
-        state["rng"] = torch.get_rng_state()
-        state["generator"] = self.generator.get_state()
+    def _save(self, state: RunState) -> None:
+        saved: dict[str, Any] = asdict(state)
+        saved["model"] = self.model.state_dict()
+        saved["rng"] = torch.get_rng_state()
+        saved["generator"] = self.generator.get_state()
         if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        _atomic_save(state, self.checkpoint_path)
+            saved["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        _atomic_save(saved, self.checkpoint_path)
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        load_pruned_state_dict(self.model, state["model"])
-        torch.set_rng_state(state["rng"])
-        self.generator.set_state(state["generator"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+    def _restore(self, saved: dict[str, Any]) -> RunState:
+        load_pruned_state_dict(self.model, saved["model"])
+        torch.set_rng_state(saved["rng"])
+        self.generator.set_state(saved["generator"])
+        if "cuda_rng" in saved and self.device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+        # relief_nb 0.x kept the initial and the best model inside every checkpoint
+        if saved.get("init") is not None and not (self.folder / "init.pt").exists():
+            _atomic_save(saved["init"], self.folder / "init.pt")
+        if saved.get("best_model") is not None:
+            _atomic_save(saved["best_model"], self.folder / "best.pt")
+        return RunState.from_checkpoint(saved)
 
     # ------------------------------------------------------------------ measurement
     def _measure(self) -> dict[str, Any]:
@@ -277,37 +542,35 @@ class Run:
         return row, layers
 
     # ------------------------------------------------------------------ training stage
-    def _train_stage(self, state: dict[str, Any], cfg: TrainConfig, label: str) -> None:
+    def _train_stage(self, state: RunState, cfg: TrainConfig, label: str) -> None:
         """Run the remaining epochs of the current stage, checkpointing after each; keep the best-val model."""
         ds = self._data()
+        best_path = self.folder / "best.pt"
         opt, sched = make_optimizer(self.model, cfg)
-        if state.get("optimizer") is not None:
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-        bar = self._bar(range(state["epoch"], cfg.epochs), desc=f"{self.label}: {label}", leave=False,
-                        initial=state["epoch"], total=cfg.epochs)
+        if state.optimizer is not None:
+            opt.load_state_dict(state.optimizer)
+            sched.load_state_dict(state.scheduler)
+        bar = self._bar(range(state.epoch, cfg.epochs), desc=f"{self.label}: {label}", leave=False,
+                        initial=state.epoch, total=cfg.epochs)
         for epoch in bar:
             start = time.perf_counter()
             loss = train_epoch(self.model, self.train_x, self.train_y, ds, cfg, opt, self.device, self.generator)
             sched.step()
             val = evaluate(self.model, self.val_x, self.val_y, ds, self.device)
-            if state["best_val"] is None or val > state["best_val"]:
-                state["best_val"] = val
-                state["best_model"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if state.best_val is None or val > state.best_val:
+                state.best_val = val
+                _atomic_save(self.model.state_dict(), best_path)  # before the checkpoint that points to it
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.4f}")
-            state["epoch"] = epoch + 1
-            state["optimizer"], state["scheduler"] = opt.state_dict(), sched.state_dict()
-            state["elapsed"] += time.perf_counter() - start
+            state.epoch = epoch + 1
+            state.optimizer, state.scheduler = opt.state_dict(), sched.state_dict()
+            state.elapsed += time.perf_counter() - start
             self._save(state)
             if self._stop_after_epochs is not None:
                 self._stop_after_epochs -= 1
                 if self._stop_after_epochs <= 0:
                     raise KeyboardInterrupt("stopped on request (stop_after_epochs)")
-        if state["best_model"] is not None:
-            load_pruned_state_dict(self.model, state["best_model"])
-
-    def _start_stage(self, state: dict[str, Any], phase: str) -> None:
-        state.update(phase=phase, epoch=0, optimizer=None, scheduler=None, best_val=None, best_model=None)
+        if state.best_val is not None:
+            load_pruned_state_dict(self.model, torch.load(best_path, map_location=self.device))
 
     # ------------------------------------------------------------------ the schedule
     def run(self, resume: bool = True, stop_after_epochs: int | None = None) -> pd.DataFrame:
@@ -316,7 +579,7 @@ class Run:
         ``stop_after_epochs`` interrupts the run after that many epochs (for tests of resumption).
         """
         self._stop_after_epochs = stop_after_epochs
-        self._setup()  # data, labels, sizes: every check that can fail runs before anything is written
+        self._setup()  # data, labels, sizes, model, reference: every check that can fail runs before any write
         self.folder.mkdir(parents=True, exist_ok=True)
         with run_lock(self.folder):
             return self._run_locked(resume)
@@ -328,24 +591,45 @@ class Run:
         if not config_path.exists():
             config_path.write_text(json.dumps(self.config.to_dict(), indent=2))
         if resume and self.checkpoint_path.exists():
-            state = load_checkpoint(self.checkpoint_path)
-            self._restore(state)
+            state = self._restore(load_checkpoint(self.checkpoint_path))
+            self._extend(state)
         else:
-            state = {"phase": "pretrain", "iteration": 0, "epoch": 0, "optimizer": None, "scheduler": None,
-                     "best_val": None, "best_model": None, "rows": [], "layers": [], "elapsed": 0.0,
-                     "before": None, "done": False,
-                     "init": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+            state = RunState()
+            _atomic_save(self.model.state_dict(), self.folder / "init.pt")  # the initial weights, once
             self._save(state)
-        bar = self._bar(total=cfg.iterations + 1, desc=f"{self.label}: iterations", initial=len(state["rows"]),
-                        disable=bool(state["done"]))  # a finished run is read back without a bar
+        self._write_provenance()
+        bar = self._bar(total=cfg.iterations + 1, desc=f"{self.label}: iterations", initial=len(state.rows),
+                        disable=state.done)  # a finished run is read back without a bar
         try:
-            while not state["done"]:
+            while not state.done:
                 self._step(state)
-                bar.n = len(state["rows"])
+                bar.n = len(state.rows)
                 bar.refresh()
         finally:
             bar.close()
         return self.metrics()
+
+    def _wanted_last(self, rows: list[dict]) -> int:
+        """The last iteration the stopping rules ask for, given the iterations made so far."""
+        last = self._last_iteration()
+        target = self.config.target_compression
+        if target is not None:
+            reached = [r["iteration"] for r in rows if r["compression"] >= target]
+            if reached:
+                last = min(last, reached[0])
+        return last
+
+    def _extend(self, state: RunState) -> None:
+        """A finished run asked for more (a higher ``iterations`` or ``target_compression``) goes on from its
+        last iteration: rewinding uses init.pt, pruning the last model, so the result equals a run that had
+        asked for more from the start."""
+        if not state.done or state.stopped_early or not state.rows:
+            return
+        last = state.rows[-1]["iteration"]
+        if last < self._wanted_last(state.rows):
+            state.done = False
+            state.iteration = last + 1
+            state.start_stage("prune")
 
     def _bar(self, iterable: Any = None, **kwargs: Any) -> tqdm:
         if self.progress == "text":  # a terminal log or papermill's streamed output: a line at most every 30 s
@@ -359,35 +643,36 @@ class Run:
         ref = Path(self.config.reference or "")
         return ref if len(ref.parts) > 1 or ref.is_absolute() else self.folder.parent / ref
 
-    def _step(self, state: dict[str, Any]) -> None:
+    def _step(self, state: RunState) -> None:
         cfg = self.config
-        if state["phase"] == "pretrain":
+        if state.phase == "pretrain":
             if cfg.reference is not None:  # a baseline starts from the reference run's pretrained model
                 load_pruned_state_dict(self.model, torch.load(self._reference_folder() / "masks" / "iter_00.pt",
                                                               map_location=self.device))
             else:
                 self._train_stage(state, cfg.pretrain, "pretrain")
             self._finish_iteration(state)
-        elif state["phase"] == "prune":
+        elif state.phase == "prune":
             start = time.perf_counter()
             if cfg.method == "relief":
                 relief_prune(self.model, self.scoring_batch, cfg.relief_config(), self.graph)
             else:
-                self._prune_baseline(state["iteration"])
-            state["before"] = self._measure()
+                self._prune_baseline(state.iteration)
+            state.before = self._measure()
             if cfg.rewinds:
-                self._rewind(state["init"])
-            self._start_stage(state, "retrain")
-            state["elapsed"] += time.perf_counter() - start
+                self._rewind(torch.load(self.folder / "init.pt", map_location=self.device))
+            state.start_stage("retrain")
+            state.elapsed += time.perf_counter() - start
             self._save(state)
-        elif state["phase"] == "retrain":
-            self._train_stage(state, cfg.retrain, f"iteration {state['iteration']}")
+        elif state.phase == "retrain":
+            self._train_stage(state, cfg.retrain, f"iteration {state.iteration}")
             self._finish_iteration(state)
 
     def _reference_layers(self) -> pd.DataFrame:
         path = self._reference_folder() / "layers.csv"
         if not path.exists():
-            raise FileNotFoundError(f"reference run {self.config.reference} has no layers.csv; run NNrelief first")
+            raise FileNotFoundError(f"the {self.config.method} baseline's reference run {self.config.reference} "
+                                    f"has no layers.csv in {path.parent}; run NNrelief first")
         return pd.read_csv(path, dtype={"layer": str})
 
     def _prune_baseline(self, iteration: int) -> None:
@@ -412,60 +697,82 @@ class Run:
                 if target in current and not key.endswith("_mask"):
                     current[target].copy_(value)
 
-    def _finish_iteration(self, state: dict[str, Any]) -> None:
+    def _finish_iteration(self, state: RunState) -> None:
         cfg = self.config
-        k = state["iteration"]
-        row, layers = self._record(k, state["before"], state["elapsed"])
-        state["elapsed"] = 0.0
+        k = state.iteration
+        row, layers = self._record(k, state.before, state.elapsed)
+        state.elapsed = 0.0
         stop = False
-        if cfg.tolerance is not None and state["rows"]:
-            baseline = state["rows"][0]["val_acc"]
+        if cfg.tolerance is not None and state.rows:
+            baseline = state.rows[0]["val_acc"]
             if row["val_acc"] < baseline - cfg.tolerance:
                 stop = True  # keep the last model within tolerance: masks/iter_{k-1}.pt, final.pt
         if not stop:
-            state["rows"].append(row)
-            state["layers"] += layers
+            state.rows.append(row)
+            state.layers += layers
             _atomic_save(self.model.state_dict(), self.folder / "masks" / f"iter_{k:02d}.pt")
             _atomic_save(self.model.state_dict(), self.folder / "final.pt")
-        reached = cfg.target_compression is not None and row["compression"] >= cfg.target_compression
-        state["stopped_early"] = stop
+        state.stopped_early = stop
         self._write_metrics(state)
         if self.progress:
             print(f"[{self.label}] iteration {k}/{cfg.iterations}: {row['compression']:.1f}x, val error "
                   f"{100 * (1 - row['val_acc']):.2f} %, test error {100 * row['test_error']:.2f} % "
                   f"({row['wall_time_s']:.0f} s){' (stopped: outside tolerance)' if stop else ''}", flush=True)
-        if stop or reached or k >= self._last_iteration():
-            state["done"] = True
-            state["best_model"] = state["optimizer"] = state["scheduler"] = None
+        if stop or k >= self._wanted_last(state.rows):
+            state.done = True
+            state.optimizer = state.scheduler = None
         else:
-            state["iteration"] = k + 1
-            self._start_stage(state, "prune")
+            state.iteration = k + 1
+            state.start_stage("prune")
         self._save(state)
 
-    def _write_metrics(self, state: dict[str, Any]) -> None:
-        rows = pd.DataFrame(state["rows"])
+    def _write_metrics(self, state: RunState) -> None:
+        rows = pd.DataFrame(state.rows)
         rows.to_csv(self.folder / "metrics.csv", index=False)
         tmp = self.folder / ".metrics.json.tmp"
         tmp.write_text(rows.to_json(orient="records", indent=1))
         os.replace(tmp, self.folder / "metrics.json")
-        pd.DataFrame(state["layers"]).to_csv(self.folder / "layers.csv", index=False)
-        info = {"synthetic": self.config.synthetic, "stopped_early": state.get("stopped_early", False),
-                "device": str(self.device)}
-        (self.folder / "run.json").write_text(json.dumps(info, indent=2))
+        pd.DataFrame(state.layers).to_csv(self.folder / "layers.csv", index=False)
+        self._write_provenance(stopped_early=state.stopped_early)
+
+    def _write_provenance(self, **extra: Any) -> None:
+        from . import __version__
+
+        path = self.folder / "run.json"
+        info = json.loads(path.read_text()) if path.exists() else {}
+        info.update(synthetic=self.config.synthetic, device=str(self.device), data=self._data().name,
+                    data_fingerprint=self.data_fingerprint(), model_fingerprint=self._model_weights(),
+                    relief_nb=__version__, git_commit=_git_commit(), torch=torch.__version__, **self.meta, **extra)
+        info.setdefault("stopped_early", False)
+        tmp = self.folder / ".run.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, path)
 
     # ------------------------------------------------------------------ results
     def metrics(self) -> pd.DataFrame:
+        """One row per iteration, up to the last one this config's stopping rules ask for (a longer run of the
+        same settings may have made more)."""
         path = self.folder / "metrics.csv"
-        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+        if not path.exists():
+            return pd.DataFrame()
+        df = pd.read_csv(path)
+        return df[df.iteration <= self._wanted_last(df.to_dict("records"))].reset_index(drop=True)
 
     def layers(self) -> pd.DataFrame:
         path = self.folder / "layers.csv"
-        return pd.read_csv(path, dtype={"layer": str}) if path.exists() else pd.DataFrame()
+        if not path.exists():
+            return pd.DataFrame()
+        df = pd.read_csv(path, dtype={"layer": str})
+        last = self.metrics().iteration.max() if len(self.metrics()) else -1
+        return df[df.iteration <= last].reset_index(drop=True)
 
     def load_model(self, iteration: int | None = None) -> torch.nn.Module:
-        """The pruned model after ``iteration`` (default: the final one), masks installed."""
-        path = self.folder / ("final.pt" if iteration is None else f"masks/iter_{iteration:02d}.pt")
-        model = create_model(self.config.model, self._data().num_classes)
+        """The pruned model after ``iteration`` (default: the last one this config asks for), masks installed."""
+        if iteration is None:
+            metrics = self.metrics()
+            iteration = int(metrics.iteration.max()) if len(metrics) else 0
+        path = self.folder / f"masks/iter_{iteration:02d}.pt"
+        model = self._build_model(self._data())
         load_pruned_state_dict(model, torch.load(path, map_location="cpu"))
         return model
 

@@ -7,6 +7,7 @@ Weights are kaiming-normal; biases and BatchNorm keep PyTorch's defaults (docs/m
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,13 +88,16 @@ def lenet300_100(num_classes: int = 10, in_features: int = 784) -> nn.Sequential
     ]))
 
 
-def lenet5(num_classes: int = 10, in_channels: int = 1) -> nn.Sequential:
-    """Caffe LeNet-5: two 5x5 convs (20, 50 filters), two max-pools, Linear 800-500-classes."""
+def lenet5(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> nn.Sequential:
+    """Caffe LeNet-5: two 5x5 convs (20, 50 filters), two max-pools, Linear 800-500-classes (on 28x28)."""
+    side = ((input_size - 4) // 2 - 4) // 2
+    if side < 1:
+        raise ValueError(f"LeNet-5 needs inputs of at least 12x12 pixels, got {input_size}x{input_size}")
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(in_channels, 20, 5)), ("relu1", nn.ReLU(inplace=True)), ("pool1", nn.MaxPool2d(2)),
         ("conv2", nn.Conv2d(20, 50, 5)), ("relu2", nn.ReLU(inplace=True)), ("pool2", nn.MaxPool2d(2)),
         ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(800, 500)), ("relu3", nn.ReLU(inplace=True)),
+        ("fc1", nn.Linear(50 * side * side, 500)), ("relu3", nn.ReLU(inplace=True)),
         ("fc2", nn.Linear(500, num_classes)),
     ]))
 
@@ -129,9 +133,11 @@ class VGG(nn.Module):
         return self.classifier(self.flatten(self.features(x)))
 
 
-def vgg(name: str, num_classes: int = 10, input_size: int = 32) -> VGG:
+def vgg(name: str, num_classes: int = 10, input_size: int = 32, in_channels: int = 3) -> VGG:
     """``vgg11/13/16/19`` (three-layer classifier) or ``vgg-like`` (one hidden Linear), for any input size."""
     spatial = input_size // 32  # five max-pools
+    if spatial < 1:
+        raise ValueError(f"{name} has five 2x2 max-pools and needs inputs of at least 32x32, got {input_size}")
     flat = 512 * spatial * spatial
     if name == "vgg-like":
         classifier = nn.Sequential(
@@ -143,16 +149,18 @@ def vgg(name: str, num_classes: int = 10, input_size: int = 32) -> VGG:
             nn.Dropout(0.5), nn.Linear(512, 512), nn.ReLU(inplace=True),
             nn.Linear(512, num_classes),
         )
-    return VGG(VGG_CONFIGS[name], classifier)
+    return VGG(VGG_CONFIGS[name], classifier, in_channels)
 
 
 class ResNet(nn.Module):
     """CIFAR ResNet (option-A shortcuts): stem conv-BN-ReLU, stages of ResidualBlocks, avgpool, Linear."""
 
-    def __init__(self, blocks_per_stage: list[int], widths: list[int], num_classes: int = 10) -> None:
+    def __init__(self, blocks_per_stage: list[int], widths: list[int], num_classes: int = 10,
+                 in_channels: int = 3) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
         )
         blocks: list[nn.Module] = []
         channels = widths[0]
@@ -170,46 +178,51 @@ class ResNet(nn.Module):
         return self.fc(self.flatten(self.pool(self.layers(self.stem(x)))))
 
 
-def cifar_resnet(depth: int, num_classes: int = 10) -> ResNet:
+def cifar_resnet(depth: int, num_classes: int = 10, in_channels: int = 3) -> ResNet:
     if (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     n = (depth - 2) // 6
-    return ResNet([n, n, n], [16, 32, 64], num_classes)
+    return ResNet([n, n, n], [16, 32, 64], num_classes, in_channels)
 
 
-def resnet18_64(num_classes: int = 200) -> ResNet:
+def resnet18_64(num_classes: int = 200, in_channels: int = 3) -> ResNet:
     """ResNet-18 layout for 64x64 inputs (Tiny-ImageNet): 3x3 stem, no max-pool, stages 64/128/256/512 with
     two blocks each. Shortcuts are option A (parameter-free) as in the CIFAR ResNets, so that one residual
     pruning rule covers every ResNet here; this is a documented deviation from torchvision's 1x1 projections.
     """
-    return ResNet([2, 2, 2, 2], [64, 128, 256, 512], num_classes)
+    return ResNet([2, 2, 2, 2], [64, 128, 256, 512], num_classes, in_channels)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A registry entry: how to build the model and which input it expects (channels, height, width)."""
 
-    build: Callable[[int], nn.Module]
-    input_shape: tuple[int, int, int]
+    build: Callable[[int, tuple[int, ...]], nn.Module]  # (num_classes, input shape) -> model
+    input_shape: tuple[int, int, int]  # the shape it was designed for (others work where the layers allow)
     family: str  # "lenet" (rewound before retraining), "vgg" or "resnet" (fine-tuned)
     description: str
 
 
 MODELS: dict[str, ModelSpec] = {
-    "lenet300-100": ModelSpec(lenet300_100, (1, 28, 28), "lenet", "LeNet-300-100 (784-300-100-C)"),
-    "lenet5": ModelSpec(lenet5, (1, 28, 28), "lenet", "Caffe LeNet-5 (conv 20, conv 50, 800-500-C)"),
+    "lenet300-100": ModelSpec(lambda c, s: lenet300_100(c, math.prod(s)), (1, 28, 28), "lenet",
+                              "LeNet-300-100 (784-300-100-C)"),
+    "lenet5": ModelSpec(lambda c, s: lenet5(c, s[0], s[-1]), (1, 28, 28), "lenet",
+                        "Caffe LeNet-5 (conv 20, conv 50, 800-500-C)"),
     **{
-        name: ModelSpec(lambda c, name=name: vgg(name, c), (3, 32, 32), "vgg", f"{name} for 32x32 inputs")
+        name: ModelSpec(lambda c, s, name=name: vgg(name, c, s[-1], s[0]), (3, 32, 32), "vgg",
+                        f"{name} for 32x32 inputs")
         for name in ("vgg-like", "vgg11", "vgg13", "vgg16", "vgg19")
     },
     **{
         f"resnet{d}": ModelSpec(
-            lambda c, d=d: cifar_resnet(d, c), (3, 32, 32), "resnet", f"CIFAR ResNet-{d}, option-A shortcuts"
+            lambda c, s, d=d: cifar_resnet(d, c, s[0]), (3, 32, 32), "resnet", f"CIFAR ResNet-{d}, option-A shortcuts"
         )
         for d in (20, 32, 44, 56, 110)
     },
-    "vgg19-64": ModelSpec(lambda c: vgg("vgg19", c, 64), (3, 64, 64), "vgg", "VGG-19 for 64x64 (Tiny-ImageNet)"),
-    "resnet18-64": ModelSpec(resnet18_64, (3, 64, 64), "resnet", "ResNet-18 for 64x64, option-A shortcuts"),
+    "vgg19-64": ModelSpec(lambda c, s: vgg("vgg19", c, s[-1], s[0]), (3, 64, 64), "vgg",
+                          "VGG-19 for 64x64 (Tiny-ImageNet)"),
+    "resnet18-64": ModelSpec(lambda c, s: resnet18_64(c, s[0]), (3, 64, 64), "resnet",
+                             "ResNet-18 for 64x64, option-A shortcuts"),
 }
 
 
@@ -223,14 +236,19 @@ def _spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def create_model(name: str, num_classes: int = 10, seed: int | None = None) -> nn.Module:
-    """Build a registered model with fresh kaiming-normal weights (seeded if ``seed`` is given)."""
+def create_model(name: str, num_classes: int = 10, seed: int | None = None,
+                 input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """Build a registered model with fresh kaiming-normal weights (seeded if ``seed`` is given).
+
+    ``input_shape`` (channels, height, width) adapts the first layer and the classifier's input to other data
+    (for example VGG or ResNet on 1-channel images); default: the shape the model was designed for."""
     spec = _spec(name)
+    shape = tuple(input_shape or spec.input_shape)
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return _init_weights(spec.build(num_classes))
-    return _init_weights(spec.build(num_classes))
+            return _init_weights(spec.build(num_classes, shape))
+    return _init_weights(spec.build(num_classes, shape))
 
 
 def input_shape_of(name: str) -> tuple[int, int, int]:

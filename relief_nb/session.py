@@ -258,7 +258,8 @@ class Session:
 
     # ---------------------------------------------------------------- runs
     def _execute(self, cfg: ExperimentConfig, label: str) -> Run:
-        run = Run(cfg, self.runs_dir, self.data_dir, self.device, progress=self.progress, label=label)
+        run = Run(cfg, self.runs_dir, self.data_dir, self.device, progress=self.progress, label=label,
+                  meta={"notebook": self.spec.name, "profile": self.profile})
         run.run()
         return run
 

@@ -92,12 +92,12 @@ class SweepRun:
     config: ExperimentConfig | None
     error: str | None = None
     reference: str | None = field(default=None)
+    name: str = ""  # the run folder's name (it hashes the data read); "invalid:<hash>" for a point with no config
 
-    @property
-    def name(self) -> str:
-        if self.config is not None:
-            return self.config.run_name()
-        return "invalid:" + hashlib.sha1(json.dumps(self.coords, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    def __post_init__(self) -> None:
+        if not self.name:
+            digest = hashlib.sha1(json.dumps(self.coords, sort_keys=True, default=str).encode()).hexdigest()[:8]
+            object.__setattr__(self, "name", f"invalid:{digest}")
 
 
 # ---------------------------------------------------------------------------------------------- the grid
@@ -178,7 +178,8 @@ def expand_grid(experiment: str | Sequence[str], alpha_conv: float | Sequence[fl
                     coords.update(alpha_conv=cfg.alpha_conv, alpha_fc=cfg.alpha_fc, seed=cfg.seed)
                     if method != "relief" and reference is not None:
                         cfg = replace(cfg, method=method, reference=reference.name)
-                    run = SweepRun(coords, cfg, reference=reference.name if reference else None)
+                    run = SweepRun(coords, cfg, reference=reference.name if reference else None,
+                                   name=Run(cfg, data_dir=data_path, device="cpu", progress=False).run_name())
                 except Exception as err:  # an invalid point is reported, the grid goes on
                     run = SweepRun(coords, None, f"{type(err).__name__}: {err}",
                                    reference=reference.name if reference else None)
@@ -204,20 +205,10 @@ def load_grid(path: str | os.PathLike) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- one task
 def run_done(folder: str | os.PathLike) -> bool:
-    """Whether the run in ``folder`` has finished (its checkpoint says so; memory-mapped, so cheap).
-
-    The checkpoint is replaced atomically, so a reader never sees a half-written one; a corrupt one reads as
-    not done, and the run itself then reports it."""
-    import torch
-
-    path = Path(folder) / "checkpoint.pt"
-    if not path.exists():
-        return False
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:
-        return False
-    return bool(isinstance(state, dict) and state.get("done"))
+    """Whether the run stored in ``folder`` has made every iteration its config asks for (see
+    :meth:`Run.finished`; a folder without ``config.json`` is not done)."""
+    folder = Path(folder)
+    return (folder / "config.json").exists() and Run.at(folder).finished()
 
 
 def execute_run(config: ExperimentConfig, runs_dir: str | os.PathLike, data_dir: str | os.PathLike,
@@ -338,8 +329,8 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
     for run in runs:
         if run.config is None:
             frames[run.name] = _rows(run, "failed", None, runs_dir, run.error)
-        elif run_done(runs_dir / run.name):
-            frames[run.name] = _rows(run, "cached", Run(run.config, runs_dir).metrics(), runs_dir)
+        elif (stored := Run(run.config, runs_dir, data, device="cpu", progress=False)).folder and stored.finished():
+            frames[run.name] = _rows(run, "cached", stored.metrics(), runs_dir)  # .folder: a 0.x folder migrated
         else:
             todo.append(run)
     address = None

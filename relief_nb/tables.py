@@ -55,7 +55,7 @@ def gather_results(runs_dir: str | os.PathLike) -> pd.DataFrame:
         if not (folder / "metrics.csv").exists():
             continue
         cfg = ExperimentConfig.from_dict(json.loads(config_path.read_text()))
-        row = final_row(experiment_name(cfg), Run(cfg, folder.parent))
+        row = final_row(experiment_name(cfg), Run.at(folder, cfg))
         row["run"] = folder.name
         rows.append(row)
     return pd.DataFrame(rows)

@@ -71,7 +71,7 @@ def test_labels_out_of_range_are_refused(tmp_path, capsys, monkeypatch):
     assert spec.num_classes == 10
     assert main([*SMOKE, "-p", "synthetic=True", "--results-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "test labels must lie in [0, 10), found 0..255" in err and files_under(tmp_path) == []
+    assert "test labels must lie in [0, 10) (num_classes=10), found 0..255" in err and files_under(tmp_path) == []
 
 
 def test_results_dir_that_is_a_file_is_one_line(tmp_path, capsys):

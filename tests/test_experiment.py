@@ -35,7 +35,7 @@ def test_run_records_every_iteration(tmp_path):
     assert metrics.compression.iloc[0] == 1 and metrics.compression.is_monotonic_increasing
     assert metrics.compression.iloc[-1] > 1.5
     for name in ("config.json", "metrics.csv", "metrics.json", "layers.csv", "final.pt", "checkpoint.pt",
-                 "masks/iter_00.pt", "masks/iter_02.pt"):
+                 "init.pt", "masks/iter_00.pt", "masks/iter_02.pt"):
         assert (run.folder / name).exists(), name
     assert json.loads((run.folder / "run.json").read_text())["synthetic"] is True
     layers = run.layers()
@@ -45,7 +45,7 @@ def test_run_records_every_iteration(tmp_path):
     for key in m1:
         if key.endswith("_mask"):
             assert (m2[key] <= m1[key]).all()
-    assert run.folder.name.startswith("lenet300-100_mnist-synthetic_ac0.9_af0.95_it2_s0_")
+    assert run.folder.name.startswith("lenet300-100_mnist-synthetic_ac0.9_af0.95_s0_")
     model = run.load_model()
     assert sum(int(m.sum()) for k, m in model.state_dict().items() if k.endswith("weight_mask")) > 0
 
@@ -54,8 +54,7 @@ def test_rewind_restores_initial_weights_keeping_masks(tmp_path):
     cfg = small(iterations=1, retrain=TrainConfig(0))
     run = Run(cfg, tmp_path, progress=False)
     run.run()
-    state = torch.load(run.folder / "checkpoint.pt", weights_only=False)
-    init, final = state["init"], torch.load(run.folder / "final.pt")
+    init, final = torch.load(run.folder / "init.pt"), torch.load(run.folder / "final.pt")
     assert torch.equal(final["fc1.weight_orig"], init["fc1.weight"])
     assert (final["fc1.weight_mask"] == 0).any()
 
@@ -133,10 +132,14 @@ def test_target_compression_ends_the_run_at_the_first_iteration_reaching_it(tmp_
 
 
 def test_unknown_names_list_the_known_ones(tmp_path):
-    with pytest.raises(KeyError, match="lenet5"):
-        ExperimentConfig(model="alexnet")
-    with pytest.raises(KeyError, match="cifar10"):
-        ExperimentConfig(dataset="svhn")
+    # a name that is neither registered nor given as a factory / data fails before anything is written
+    with pytest.raises(KeyError, match="lenet5.*package.module:function"):
+        Run(small(model="alexnet"), tmp_path, progress=False).run()
+    with pytest.raises(KeyError, match="cifar10.*data="):
+        Run(ExperimentConfig(dataset="svhn"), tmp_path, progress=False).run()
+    with pytest.raises(KeyError, match="synthetic stand-ins"):
+        small(dataset="svhn")
+    assert not any(tmp_path.iterdir())
     with pytest.raises(KeyError, match="lenet300-mnist"):
         experiment_config("alexnet-imagenet")
     with pytest.raises(KeyError, match="smoke"):

@@ -238,7 +238,7 @@ def test_run_is_a_plain_folder(tmp_path):
     """A run made by a sweep is the same folder `relief-nb run` and notebooks use (named by its config)."""
     cfg = experiment_config("lenet300-mnist", "smoke", synthetic=True, iterations=0, pretrain_epochs=1)
     execute_run(cfg, tmp_path, ROOT / "data", "cpu")
-    assert run_done(tmp_path / cfg.run_name())
+    assert run_done(tmp_path / Run(cfg, data_dir=ROOT / "data").run_name())
     assert not Run(cfg, tmp_path).metrics().empty
 
 
