@@ -7,6 +7,8 @@ The pieces, each in its own module:
   its dependency graph: which layers read whose units, through which merges;
 * :mod:`relief_nb.scores` / :mod:`relief_nb.selection`: importance scores and the alpha rule;
 * :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``);
+* :mod:`relief_nb.methods`: NNrelief and the baselines (magnitude, random, SNIP, MagAct) behind one interface,
+  by name (``get_method("snip").prune(graph, x, y, Budget.of(reference_graph))``);
 * :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks, state_dict round trips, ``make_permanent``;
 * :mod:`relief_nb.metrics`: remaining parameters, compression, alive units, FLOPs;
 * :mod:`relief_nb.data`, :mod:`relief_nb.training`, :mod:`relief_nb.experiment`, :mod:`relief_nb.presets`:
@@ -20,6 +22,7 @@ The pieces, each in its own module:
 
 from .experiment import ExperimentConfig, Run, run_experiment
 from .masks import load_pruned_state_dict, make_permanent
+from .methods import Budget, PruningMethod, ReliefMethod, get_method, list_methods, register_method
 from .metrics import count_parameters, layer_table, summary
 from .models import create_model, input_shape_of, list_models
 from .presets import experiment_config, list_experiments
@@ -31,21 +34,27 @@ from .sweep import aggregate, run_sweep
 __version__ = "0.1.0"
 
 __all__ = [
+    "Budget",
     "ExperimentConfig",
+    "PruningMethod",
     "aggregate",
     "run_sweep",
     "ReliefConfig",
+    "ReliefMethod",
     "Run",
     "UnsupportedModuleError",
     "count_parameters",
     "create_model",
     "experiment_config",
+    "get_method",
     "input_shape_of",
     "layer_table",
     "list_experiments",
+    "list_methods",
     "list_models",
     "load_pruned_state_dict",
     "make_permanent",
+    "register_method",
     "relief_prune",
     "run_experiment",
     "select",
