@@ -33,12 +33,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .baselines import METHODS, prune_to_counts
 from .data import DATASETS, Dataset, load_dataset, prepare, synthetic_dataset
 from .masks import load_pruned_state_dict
+from .methods import Budget, ReliefMethod, get_method, list_methods
 from .metrics import layer_table, summary
 from .models import MODELS, create_model, family_of
-from .relief import ReliefConfig, relief_prune
+from .relief import ReliefConfig
 from .structure import PruningGraph, trace_model
 from .training import TrainConfig, evaluate, make_optimizer, train_epoch
 from .userdata import as_dataset, data_fingerprint
@@ -81,7 +81,7 @@ class ExperimentConfig:
     synthetic: bool = False  # a stand-in data set of the right shape (smoke runs; numbers are not results)
     n_train: int | None = None  # subsets for quick runs (None: everything)
     n_test: int | None = None
-    method: str = "relief"  # or a baseline of relief_nb.baselines, pruned to the sparsity of `reference`
+    method: str = "relief"  # or another method of relief_nb.methods, pruned to the budget of `reference`
     reference: str | None = None  # NNrelief run (its folder name, beside this run's) a baseline starts from and
     # whose per-iteration sparsity it matches; a name, not a path, so the same baseline is one run from anywhere
     dead_units: bool = True
@@ -110,8 +110,8 @@ class ExperimentConfig:
         if self.synthetic and self.dataset not in DATASETS:
             raise KeyError(f"synthetic stand-ins exist for the registered data sets only ({', '.join(DATASETS)}), "
                            f"not {self.dataset!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}")
+        if self.method not in list_methods():
+            raise ValueError(f"unknown method {self.method!r}; choose one of {list_methods()}")
         if self.method != "relief" and self.reference is None:
             raise ValueError(f"the {self.method} baseline needs reference=<folder of an NNrelief run>")
 
@@ -655,7 +655,7 @@ class Run:
         elif state.phase == "prune":
             start = time.perf_counter()
             if cfg.method == "relief":
-                relief_prune(self.model, self.scoring_batch, cfg.relief_config(), self.graph)
+                ReliefMethod(cfg.relief_config()).prune(self.graph, self.scoring_batch)
             else:
                 self._prune_baseline(state.iteration)
             state.before = self._measure()
@@ -676,12 +676,13 @@ class Run:
         return pd.read_csv(path, dtype={"layer": str})
 
     def _prune_baseline(self, iteration: int) -> None:
-        """Prune to the weights NNrelief kept at this iteration (per layer, or in total for the global one)."""
+        """Prune to the weights NNrelief kept at this iteration (per layer; the global method takes the total),
+        scored on the same scoring batch (and its labels, for SNIP)."""
         ref = self._reference_layers()
         ref = ref[ref.iteration == iteration]
-        keep = {row.layer: int(row.weights_remaining) for row in ref.itertuples()}
-        target = sum(keep.values()) if self.config.method == "magnitude_global" else keep
-        prune_to_counts(self.graph, self.config.method, target, self.generator)
+        budget = Budget(per_layer={row.layer: int(row.weights_remaining) for row in ref.itertuples()})
+        get_method(self.config.method).prune(self.graph, self.scoring_batch, self.scoring_labels, budget,
+                                             self.generator)
 
     def _last_iteration(self) -> int:
         if self.config.reference is None:

@@ -136,7 +136,7 @@ def expand_grid(experiment: str | Sequence[str], alpha_conv: float | Sequence[fl
     and its error, reported like a failed run. With the ``smoke`` profile and the data set absent from
     ``data_dir``, runs use the synthetic stand-in (as notebooks do) and say so.
     """
-    from .baselines import METHODS
+    from .methods import list_methods
     from .presets import EXPERIMENTS, PROFILES, experiment_config
 
     unknown_names = [e for e in _as_list(experiment) if e not in EXPERIMENTS]
@@ -147,9 +147,9 @@ def expand_grid(experiment: str | Sequence[str], alpha_conv: float | Sequence[fl
     # seeds and methods are always axes: a tuple of them is several values, not one
     methods = list(methods) if isinstance(methods, tuple) else _as_list(methods)
     seeds = list(seeds) if isinstance(seeds, tuple) else seeds
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in list_methods()]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(list_methods())}")
     if "relief" not in methods:  # baselines need their reference; its rows are in the table too
         methods = ["relief", *methods]
     methods = ["relief"] + [m for m in dict.fromkeys(methods) if m != "relief"]

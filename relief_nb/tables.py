@@ -20,7 +20,8 @@ __all__ = ["METHOD_LABELS", "alpha_sweep", "final_row", "gather_results", "metho
 
 # method key of a run -> the name readers see in tables and figures
 METHOD_LABELS = {"relief": "NNrelief", "magnitude_global": "magnitude (global)",
-                 "magnitude_layer": "magnitude (per layer)", "random": "random"}
+                 "magnitude_layer": "magnitude (per layer)", "random": "random", "snip": "SNIP",
+                 "magact": "MagAct"}
 
 
 def experiment_name(cfg: ExperimentConfig) -> str:
