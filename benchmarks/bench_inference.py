@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def pruned_model(name: str, runs: Path) -> tuple[torch.nn.Module, str]:
     for config_path in sorted(runs.glob("*/config.json")):
         cfg = ExperimentConfig.from_dict(json.loads(config_path.read_text()))
-        usable = cfg.method == "relief" and not cfg.synthetic and (config_path.parent / "final.pt").exists()
+        usable = cfg.method.name == "relief" and not cfg.data.synthetic and (config_path.parent / "final.pt").exists()
         if cfg.model == name and usable:
             return Run(cfg, config_path.parent.parent).load_model(), f"real MNIST run {config_path.parent.name}"
     model = create_model(name, seed=0)

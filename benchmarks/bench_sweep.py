@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     g = grid(args.quick, args.data_dir)
     runs = expand_grid(**g, data_dir=args.data_dir)
     cores = os.cpu_count() or 1
-    data = "synthetic stand-in" if runs[0].config.synthetic else "real MNIST"
+    data = "synthetic stand-in" if runs[0].config.data.synthetic else "real MNIST"
     with tempfile.TemporaryDirectory() as serial_dir, tempfile.TemporaryDirectory() as dask_dir:
         def one_by_one(threads: int, folder: str) -> None:
             for run in runs:  # references come first (expand_grid's order)

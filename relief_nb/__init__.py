@@ -11,8 +11,9 @@ The pieces, each in its own module:
   by name (``get_method("snip").prune(graph, x, y, Budget.of(reference_graph))``);
 * :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks, state_dict round trips, ``make_permanent``;
 * :mod:`relief_nb.metrics`: remaining parameters, compression, alive units, FLOPs;
-* :mod:`relief_nb.data`, :mod:`relief_nb.training`, :mod:`relief_nb.experiment`, :mod:`relief_nb.presets`:
-  data sets, training and the iterative prune-retrain experiment;
+* :mod:`relief_nb.data`, :mod:`relief_nb.userdata`, :mod:`relief_nb.training`, :mod:`relief_nb.experiment`,
+  :mod:`relief_nb.presets`: registered data sets and your own, training, and the iterative prune-retrain
+  experiment on any model factory;
 * :mod:`relief_nb.sweep`: grids of runs (alphas x seeds x methods) on Dask, aggregated over seeds;
 * :mod:`relief_nb.fingerprint`: the CPU-independent check the notebooks' nbval cells compare;
 * :mod:`relief_nb.plots`, :mod:`relief_nb.session` / :mod:`relief_nb.tables` / :mod:`relief_nb.batch` (what the
@@ -30,8 +31,10 @@ from .relief import ReliefConfig, relief_prune
 from .selection import select
 from .structure import UnsupportedModuleError, trace_model
 from .sweep import aggregate, run_sweep
+from .training import TrainConfig
+from .userdata import as_dataset
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Budget",
@@ -42,6 +45,8 @@ __all__ = [
     "ReliefConfig",
     "ReliefMethod",
     "Run",
+    "TrainConfig",
+    "as_dataset",
     "UnsupportedModuleError",
     "count_parameters",
     "create_model",

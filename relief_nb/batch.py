@@ -61,7 +61,7 @@ def execute_notebook(name: str, profile: str, extra: dict[str, Any], output: Pat
 def _missing_data(name: str, profile: str, data_dir: Path) -> list[str]:
     if profile == "smoke":
         return []
-    datasets = {EXPERIMENTS[e].dataset for e in NOTEBOOKS[name].experiments}
+    datasets = {EXPERIMENTS[e].data.name for e in NOTEBOOKS[name].experiments}
     return sorted(f"data set {d!r} not found in {data_dir}; fetch with: {fetch_command(d, data_dir)}"
                   for d in datasets if not (data_dir / DATASETS[d].folder).exists())
 

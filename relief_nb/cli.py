@@ -20,7 +20,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     print("experiments (relief-nb run NAME --profile P):")
     for name, cfg in EXPERIMENTS.items():
-        print(f"  {name:20s} {cfg.model} on {cfg.dataset}, alpha_conv={cfg.alpha_conv}, alpha_fc={cfg.alpha_fc}")
+        relief = cfg.method.relief
+        print(f"  {name:20s} {cfg.model} on {cfg.data.name}, alpha_conv={relief.alpha_conv}, "
+              f"alpha_fc={relief.alpha_fc}")
     print(f"profiles: {', '.join(PROFILES)}")
     print(f"models: {', '.join(sorted(MODELS))}")
     print(f"data sets: {', '.join(sorted(DATASETS))}")
@@ -61,7 +63,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     metrics = run.run(resume=not args.restart)
     cols = ["iteration", "val_acc", "test_acc", "test_error", "params_remaining", "compression", "flops_reduction"]
     print(metrics[cols].to_string(index=False))
-    if cfg.synthetic:
+    if cfg.data.synthetic:
         print("NOTE: synthetic stand-in data: these numbers are not results.")
     return 0
 

@@ -19,13 +19,12 @@ import importlib
 import inspect
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,153 +32,20 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .config import ExperimentConfig, override
 from .data import DATASETS, Dataset, load_dataset, prepare, synthetic_dataset
 from .masks import load_pruned_state_dict
-from .methods import Budget, ReliefMethod, get_method, list_methods
+from .methods import Budget, ReliefMethod, get_method
 from .metrics import layer_table, summary
-from .models import MODELS, create_model, family_of
-from .relief import ReliefConfig
+from .models import MODELS, create_model
 from .structure import PruningGraph, trace_model
 from .training import TrainConfig, evaluate, make_optimizer, train_epoch
 from .userdata import as_dataset, data_fingerprint
-from .validation import expect
 
-__all__ = ["CheckpointError", "ExperimentConfig", "Run", "RunState", "run_experiment"]
-
-# stopping rules: a run that goes further extends the same folder, so they are not part of a run's identity
-STOPPING_RULES = ("iterations", "target_compression")
-
+__all__ = ["CheckpointError", "ExperimentConfig", "Run", "RunState", "override", "run_experiment"]
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be read (truncated or corrupt); the file is left as it is."""
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """Every hyperparameter of a run. Defaults are LeNet-300-100 on MNIST at the paper's settings (docs/method.md).
-
-    ``model``: a registered name (``relief-nb list``), a factory ``"package.module:function"``, or a label for
-    the factory passed as ``Run(..., model=...)``. ``dataset``: a registered name, or a label for the data passed
-    as ``Run(..., data=...)``. ``dead_units``, ``residual_rule`` and ``backward_pruning`` switch the pass's rules
-    (:class:`~relief_nb.relief.ReliefConfig`), for ablations."""
-
-    model: str = "lenet300-100"
-    dataset: str = "mnist"
-    alpha_conv: float = 0.9
-    alpha_fc: float = 0.95
-    iterations: int = 20
-    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(60, "adam", 1e-3, milestones=(30,)))
-    retrain: TrainConfig = field(default_factory=lambda: TrainConfig(60, "adam", 1e-3, milestones=(30,)))
-    rewind: bool | None = None  # None: LeNets are rewound to their initial weights, VGG/ResNet fine-tuned
-    scoring_size: int = 1000
-    val_size: int = 5000
-    conv_aggregation: str = "sample_l2"
-    selection: str = "paper"
-    tolerance: float | None = None  # stop once val accuracy < baseline - tolerance (fraction, e.g. 0.005)
-    target_compression: float | None = None  # stop at the first iteration whose compression reaches this
-    seed: int = 0
-    synthetic: bool = False  # a stand-in data set of the right shape (smoke runs; numbers are not results)
-    n_train: int | None = None  # subsets for quick runs (None: everything)
-    n_test: int | None = None
-    method: str = "relief"  # or another method of relief_nb.methods, pruned to the budget of `reference`
-    reference: str | None = None  # NNrelief run (its folder name, beside this run's) a baseline starts from and
-    # whose per-iteration sparsity it matches; a name, not a path, so the same baseline is one run from anywhere
-    dead_units: bool = True
-    residual_rule: bool = True
-    backward_pruning: bool = True
-
-    def __post_init__(self) -> None:
-        self.relief_config()  # validates alphas and options early
-        for name, minimum, example in (("iterations", 0, "20"), ("scoring_size", 1, "1000"), ("val_size", 1, "5000")):
-            expect(name, getattr(self, name), (int,), lambda v, m=minimum: v >= m, f"an integer >= {minimum}", example)
-        expect("seed", self.seed, (int,), example="0")
-        for name in ("n_train", "n_test"):
-            expect(name, getattr(self, name), (int, type(None)), lambda v: v >= 1, "None or an integer >= 1", "1000")
-        expect("tolerance", self.tolerance, (int, float, type(None)), lambda v: v >= 0,
-               "None or a fraction of accuracy >= 0", "0.005")
-        expect("target_compression", self.target_compression, (int, float, type(None)), lambda v: v > 1,
-               "None or a number > 1", "50")
-        for name in ("synthetic", "dead_units", "residual_rule", "backward_pruning"):
-            expect(name, getattr(self, name), (bool,), example="True")
-        expect("rewind", self.rewind, (bool, type(None)), example="True")
-        for name in ("model", "dataset"):
-            expect(name, getattr(self, name), (str,), lambda v: bool(v.strip()), "a non-empty name", "lenet5")
-        for stage in ("pretrain", "retrain"):
-            if not isinstance(getattr(self, stage), TrainConfig):
-                raise ValueError(f"{stage} must be a TrainConfig, got {getattr(self, stage)!r}")
-        if self.synthetic and self.dataset not in DATASETS:
-            raise KeyError(f"synthetic stand-ins exist for the registered data sets only ({', '.join(DATASETS)}), "
-                           f"not {self.dataset!r}")
-        if self.method not in list_methods():
-            raise ValueError(f"unknown method {self.method!r}; choose one of {list_methods()}")
-        if self.method != "relief" and self.reference is None:
-            raise ValueError(f"the {self.method} baseline needs reference=<folder of an NNrelief run>")
-
-    def relief_config(self) -> ReliefConfig:
-        return ReliefConfig(self.alpha_conv, self.alpha_fc, self.conv_aggregation, self.selection,  # type: ignore[arg-type]
-                            self.dead_units, self.residual_rule, self.backward_pruning)
-
-    @property
-    def rewinds(self) -> bool:
-        """Rewind to the initial weights before retraining: LeNets by default (as in the paper), and models of
-        your own only when ``rewind=True``."""
-        if self.rewind is not None:
-            return bool(self.rewind)
-        return self.model in MODELS and family_of(self.model) == "lenet"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["pretrain"], d["retrain"] = self.pretrain.to_dict(), self.retrain.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
-        d = dict(d)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown experiment settings {sorted(unknown)}; known: {sorted(known)}")
-        for key in ("pretrain", "retrain"):
-            if isinstance(d.get(key), dict):
-                d[key] = TrainConfig(**d[key])
-        return cls(**d)
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that define the run's results: those that differ from the defaults (OpenLTH's rule, so a
-        setting added later with a default leaves existing runs where they are), stopping rules excluded."""
-        mine, default = self.to_dict(), ExperimentConfig().to_dict()
-        return {k: v for k, v in mine.items() if k not in STOPPING_RULES and v != default.get(k)}
-
-    def run_name(self, data_fingerprint: str, model_fingerprint: str | None = None) -> str:
-        """Readable and unique: the main settings, then a hash of :meth:`identity`, the fingerprint of the data
-        read and, for a model of your own, of its initial weights."""
-        key = {**self.identity(), "data": data_fingerprint, "model_weights": model_fingerprint}
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-        data = f"{_slug(self.dataset)}{'-synthetic' if self.synthetic else ''}"
-        method = "" if self.method == "relief" else f"_{self.method}"
-        return f"{_slug(self.model)}_{data}{method}_ac{self.alpha_conv:g}_af{self.alpha_fc:g}_s{self.seed}_{digest}"
-
-    def legacy_run_name(self) -> str:
-        """The folder name relief_nb 0.x gave this run (every field hashed, iterations in the name), for migration;
-        a baseline's reference is translated to its reference's legacy name."""
-        d = {k: v for k, v in self.to_dict().items() if k in _LEGACY_FIELDS}
-        if self.method != "relief":
-            d["reference"] = replace(self, method="relief", reference=None).legacy_run_name()
-        digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
-        data = f"{self.dataset}{'-synthetic' if self.synthetic else ''}"
-        method = "" if self.method == "relief" else f"_{self.method}"
-        return (f"{self.model}_{data}{method}_ac{self.alpha_conv:g}_af{self.alpha_fc:g}_it{self.iterations}"
-                f"_s{self.seed}_{digest}")
-
-
-_LEGACY_FIELDS = ("model", "dataset", "alpha_conv", "alpha_fc", "iterations", "pretrain", "retrain", "rewind",
-                  "scoring_size", "val_size", "conv_aggregation", "selection", "tolerance", "target_compression",
-                  "seed", "synthetic", "n_train", "n_test", "method", "reference")
-
-
-def _slug(text: str) -> str:
-    """A name usable in a folder name (a factory ``pkg.mod:fn`` becomes ``pkg.mod-fn``)."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "custom"
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -336,7 +202,7 @@ class Run:
     """One experiment in its folder. :meth:`run` executes (or resumes) it; results are then in the folder.
 
     ``data``: your own data (anything :func:`relief_nb.userdata.as_dataset` takes: tensors, torch Datasets, a
-    folder), with ``config.dataset`` as its label; default: the registered data set ``config.dataset`` from
+    folder), with ``config.data.name`` as its label; default: the registered data set ``config.data.name`` from
     ``data_dir``. ``model``: a factory of your own (called with the keywords it declares among ``num_classes``,
     ``input_shape``, ``in_channels``), with ``config.model`` as its label; default: the registry, or
     ``config.model`` as ``"package.module:function"``. ``meta``: provenance recorded in ``run.json`` (preset,
@@ -354,7 +220,7 @@ class Run:
         self.device = _resolve_device(device)
         self.progress = progress  # True: progress bars; "text": plain lines every 30 s (logs, papermill); False
         self._label = label
-        self._user_data = data if data is not None else dataset  # ``dataset=``: the 0.x keyword
+        self._user_data = data if data is not None else dataset  # ``dataset=``: the 0.1 keyword
         if model is not None and not callable(model):
             raise TypeError(f"model must be a factory (a callable returning an nn.Module), got {type(model).__name__}")
         self._factory = model
@@ -387,7 +253,7 @@ class Run:
         if self._folder is None:
             cfg = self.config
             if self._user_data is None and self._factory is None and cfg.model in MODELS and \
-                    cfg.dataset in DATASETS:
+                    cfg.data.name in DATASETS:
                 self._migrate_legacy()
             if self._folder is None:
                 self._folder = self.results_dir / self.run_name()
@@ -396,11 +262,12 @@ class Run:
     def data_fingerprint(self) -> str:
         """:func:`~relief_nb.userdata.data_fingerprint` of the data this run reads. For a registered data set it is
         remembered per process (keyed by the files' sizes and times), so naming many runs loads the data once."""
-        if self._user_data is not None or self.config.dataset not in DATASETS:
+        if self._user_data is not None or self.config.data.name not in DATASETS:
             return data_fingerprint(self._data())
         cfg = self.config
-        key = (cfg.dataset, cfg.synthetic, cfg.seed if cfg.synthetic else None, cfg.n_train, cfg.n_test,
-               None if cfg.synthetic else _files_signature(self.data_dir / DATASETS[cfg.dataset].folder))
+        data = cfg.data
+        key = (data.name, data.synthetic, cfg.seed if data.synthetic else None, data.n_train, data.n_test,
+               None if data.synthetic else _files_signature(self.data_dir / DATASETS[data.name].folder))
         if key not in _FINGERPRINTS:
             _FINGERPRINTS[key] = data_fingerprint(self._data())
         return _FINGERPRINTS[key]
@@ -419,7 +286,7 @@ class Run:
             state.rows))
 
     def _migrate_legacy(self) -> None:
-        """A folder made by relief_nb 0.x for these settings is renamed to today's name (data assumed unchanged)."""
+        """A folder made by relief_nb 0.1 for these settings is renamed to today's name (data assumed unchanged)."""
         legacy = self.results_dir / self.config.legacy_run_name()
         if not (legacy / "config.json").exists():
             return
@@ -427,7 +294,7 @@ class Run:
         if target.exists():
             return
         os.replace(legacy, target)
-        print(f"migrated run folder {legacy.name} -> {target.name} (relief_nb 0.x name; now named by its settings "
+        print(f"migrated run folder {legacy.name} -> {target.name} (relief_nb 0.1 name; now named by its settings "
               "and the fingerprint of the data, assumed to be the data it was made with)", file=sys.stderr)
         self._folder = target
 
@@ -436,15 +303,16 @@ class Run:
         cfg = self.config
         if self._dataset is None:
             if self._user_data is not None:
-                ds = as_dataset(self._user_data, cfg.dataset)
-            elif cfg.dataset not in DATASETS:
-                raise KeyError(f"unknown data set {cfg.dataset!r}; known data sets: {', '.join(sorted(DATASETS))}, "
+                ds = as_dataset(self._user_data, cfg.data.name)
+            elif cfg.data.name not in DATASETS:
+                raise KeyError(f"unknown data set {cfg.data.name!r}; known data sets: {', '.join(sorted(DATASETS))}, "
                                "or pass your own: Run(config, data=(train_x, train_y, test_x, test_y)) or a folder")
-            elif cfg.synthetic:
-                ds = synthetic_dataset(cfg.dataset, seed=cfg.seed)
+            elif cfg.data.synthetic:
+                ds = synthetic_dataset(cfg.data.name, seed=cfg.seed)
             else:
-                ds = load_dataset(cfg.dataset, self.data_dir)
-            self._dataset = ds.subset(cfg.n_train, cfg.n_test) if (cfg.n_train or cfg.n_test) else ds
+                ds = load_dataset(cfg.data.name, self.data_dir)
+            subset = cfg.data.n_train or cfg.data.n_test
+            self._dataset = ds.subset(cfg.data.n_train, cfg.data.n_test) if subset else ds
         return self._dataset
 
     def _build_model(self, ds: Dataset) -> torch.nn.Module:
@@ -469,21 +337,21 @@ class Run:
 
     def _setup(self) -> None:
         cfg, ds = self.config, as_dataset(self._data())  # validates labels against the class count
-        if cfg.val_size >= len(ds.train_y):
-            raise ValueError(f"val_size={cfg.val_size} leaves no training data ({len(ds.train_y)} training images); "
-                             f"for example val_size={max(1, len(ds.train_y) // 10)}")
-        if cfg.method != "relief":
+        if cfg.data.val_size >= len(ds.train_y):
+            raise ValueError(f"val_size={cfg.data.val_size} leaves no training data ({len(ds.train_y)} training "
+                             f"images); for example val_size={max(1, len(ds.train_y) // 10)}")
+        if cfg.method.name != "relief":
             self._reference_layers()  # the reference run must exist before a baseline writes anything
-        self.train_x, self.train_y, self.val_x, self.val_y = ds.split_validation(cfg.val_size, cfg.seed)
+        self.train_x, self.train_y, self.val_x, self.val_y = ds.split_validation(cfg.data.val_size, cfg.seed)
         g = torch.Generator().manual_seed(cfg.seed + 1)
-        idx = torch.randperm(len(self.train_y), generator=g)[: cfg.scoring_size]
+        idx = torch.randperm(len(self.train_y), generator=g)[: cfg.data.scoring_size]
         self.scoring_batch = prepare(self.train_x[idx], ds, self.device)  # fixed, no augmentation
         self.scoring_labels = self.train_y[idx].to(self.device)
         self.model = self._build_model(ds).to(self.device, memory_format=torch.channels_last)
         self.graph: PruningGraph = trace_model(self.model, ds.input_shape)
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
         torch.manual_seed(cfg.seed + 3)  # the global RNG drives dropout; resume restores its state
-        self.folder  # noqa: B018  (the name: fingerprints computed, a 0.x folder migrated, before anything is written)
+        self.folder  # noqa: B018  (the name: fingerprints computed, a 0.1 folder migrated, before anything is written)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -505,7 +373,7 @@ class Run:
         self.generator.set_state(saved["generator"])
         if "cuda_rng" in saved and self.device.type == "cuda":
             torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
-        # relief_nb 0.x kept the initial and the best model inside every checkpoint
+        # relief_nb 0.1 kept the initial and the best model inside every checkpoint
         if saved.get("init") is not None and not (self.folder / "init.pt").exists():
             _atomic_save(saved["init"], self.folder / "init.pt")
         if saved.get("best_model") is not None:
@@ -598,7 +466,7 @@ class Run:
             _atomic_save(self.model.state_dict(), self.folder / "init.pt")  # the initial weights, once
             self._save(state)
         self._write_provenance()
-        bar = self._bar(total=cfg.iterations + 1, desc=f"{self.label}: iterations", initial=len(state.rows),
+        bar = self._bar(total=cfg.schedule.iterations + 1, desc=f"{self.label}: iterations", initial=len(state.rows),
                         disable=state.done)  # a finished run is read back without a bar
         try:
             while not state.done:
@@ -612,7 +480,7 @@ class Run:
     def _wanted_last(self, rows: list[dict]) -> int:
         """The last iteration the stopping rules ask for, given the iterations made so far."""
         last = self._last_iteration()
-        target = self.config.target_compression
+        target = self.config.schedule.target_compression
         if target is not None:
             reached = [r["iteration"] for r in rows if r["compression"] >= target]
             if reached:
@@ -640,22 +508,22 @@ class Run:
         return tqdm(iterable, **kwargs)
 
     def _reference_folder(self) -> Path:
-        ref = Path(self.config.reference or "")
+        ref = Path(self.config.method.reference or "")
         return ref if len(ref.parts) > 1 or ref.is_absolute() else self.folder.parent / ref
 
     def _step(self, state: RunState) -> None:
         cfg = self.config
         if state.phase == "pretrain":
-            if cfg.reference is not None:  # a baseline starts from the reference run's pretrained model
+            if cfg.method.reference is not None:  # a baseline starts from the reference run's pretrained model
                 load_pruned_state_dict(self.model, torch.load(self._reference_folder() / "masks" / "iter_00.pt",
                                                               map_location=self.device))
             else:
-                self._train_stage(state, cfg.pretrain, "pretrain")
+                self._train_stage(state, cfg.schedule.pretrain, "pretrain")
             self._finish_iteration(state)
         elif state.phase == "prune":
             start = time.perf_counter()
-            if cfg.method == "relief":
-                ReliefMethod(cfg.relief_config()).prune(self.graph, self.scoring_batch)
+            if cfg.method.name == "relief":
+                ReliefMethod(cfg.method.relief).prune(self.graph, self.scoring_batch)
             else:
                 self._prune_baseline(state.iteration)
             state.before = self._measure()
@@ -665,14 +533,15 @@ class Run:
             state.elapsed += time.perf_counter() - start
             self._save(state)
         elif state.phase == "retrain":
-            self._train_stage(state, cfg.retrain, f"iteration {state.iteration}")
+            self._train_stage(state, cfg.schedule.retrain, f"iteration {state.iteration}")
             self._finish_iteration(state)
 
     def _reference_layers(self) -> pd.DataFrame:
         path = self._reference_folder() / "layers.csv"
         if not path.exists():
-            raise FileNotFoundError(f"the {self.config.method} baseline's reference run {self.config.reference} "
-                                    f"has no layers.csv in {path.parent}; run NNrelief first")
+            method = self.config.method
+            raise FileNotFoundError(f"the {method.name} baseline's reference run {method.reference} has no "
+                                    f"layers.csv in {path.parent}; run NNrelief first")
         return pd.read_csv(path, dtype={"layer": str})
 
     def _prune_baseline(self, iteration: int) -> None:
@@ -681,13 +550,13 @@ class Run:
         ref = self._reference_layers()
         ref = ref[ref.iteration == iteration]
         budget = Budget(per_layer={row.layer: int(row.weights_remaining) for row in ref.itertuples()})
-        get_method(self.config.method).prune(self.graph, self.scoring_batch, self.scoring_labels, budget,
+        get_method(self.config.method.name).prune(self.graph, self.scoring_batch, self.scoring_labels, budget,
                                              self.generator)
 
     def _last_iteration(self) -> int:
-        if self.config.reference is None:
-            return self.config.iterations
-        return min(self.config.iterations, int(self._reference_layers().iteration.max()))
+        if self.config.method.reference is None:
+            return self.config.schedule.iterations
+        return min(self.config.schedule.iterations, int(self._reference_layers().iteration.max()))
 
     def _rewind(self, init: dict[str, torch.Tensor]) -> None:
         """Reset weights to their saved initial values, keeping the masks (LeNets, as in the paper)."""
@@ -704,9 +573,9 @@ class Run:
         row, layers = self._record(k, state.before, state.elapsed)
         state.elapsed = 0.0
         stop = False
-        if cfg.tolerance is not None and state.rows:
+        if cfg.schedule.tolerance is not None and state.rows:
             baseline = state.rows[0]["val_acc"]
-            if row["val_acc"] < baseline - cfg.tolerance:
+            if row["val_acc"] < baseline - cfg.schedule.tolerance:
                 stop = True  # keep the last model within tolerance: masks/iter_{k-1}.pt, final.pt
         if not stop:
             state.rows.append(row)
@@ -716,7 +585,7 @@ class Run:
         state.stopped_early = stop
         self._write_metrics(state)
         if self.progress:
-            print(f"[{self.label}] iteration {k}/{cfg.iterations}: {row['compression']:.1f}x, val error "
+            print(f"[{self.label}] iteration {k}/{cfg.schedule.iterations}: {row['compression']:.1f}x, val error "
                   f"{100 * (1 - row['val_acc']):.2f} %, test error {100 * row['test_error']:.2f} % "
                   f"({row['wall_time_s']:.0f} s){' (stopped: outside tolerance)' if stop else ''}", flush=True)
         if stop or k >= self._wanted_last(state.rows):
@@ -741,7 +610,7 @@ class Run:
 
         path = self.folder / "run.json"
         info = json.loads(path.read_text()) if path.exists() else {}
-        info.update(synthetic=self.config.synthetic, device=str(self.device), data=self._data().name,
+        info.update(synthetic=self.config.data.synthetic, device=str(self.device), data=self._data().name,
                     data_fingerprint=self.data_fingerprint(), model_fingerprint=self._model_weights(),
                     relief_nb=__version__, git_commit=_git_commit(), torch=torch.__version__, **self.meta, **extra)
         info.setdefault("stopped_early", False)
@@ -784,18 +653,3 @@ def run_experiment(config: ExperimentConfig, **kwargs: Any) -> Run:
     run = Run(config, **kwargs)
     run.run(**run_kwargs)
     return run
-
-
-def override(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
-    """A copy of ``config`` with ``changes``; ``pretrain_epochs`` / ``retrain_epochs`` reach the stages."""
-    known = {f.name for f in fields(ExperimentConfig)}
-    stage_keys = {f"{s}_{f.name}" for s in ("pretrain", "retrain") for f in fields(TrainConfig)}
-    unknown = set(changes) - known - stage_keys
-    if unknown:
-        raise ValueError(f"unknown setting(s) {sorted(unknown)}; valid: {sorted(known | stage_keys)}")
-    for stage in ("pretrain", "retrain"):
-        for key in list(changes):
-            if key.startswith(f"{stage}_"):
-                sub = key[len(stage) + 1:]
-                changes[stage] = replace(changes.get(stage, getattr(config, stage)), **{sub: changes.pop(key)})
-    return replace(config, **changes)

@@ -78,11 +78,11 @@ def method_fingerprint(experiment: str, passes: int = 2, batch_size: int = 16, s
     if experiment not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {experiment!r}; known experiments: {', '.join(sorted(EXPERIMENTS))}")
     cfg = EXPERIMENTS[experiment]
-    spec = DATASETS[cfg.dataset]
+    spec = DATASETS[cfg.data.name]
     model = probe_network(cfg.model, spec.num_classes, seed)
     g = torch.Generator().manual_seed(seed + 1)
     batch = torch.randint(0, 256, (batch_size, *spec.input_shape), generator=g).to(torch.float64) / 256
-    relief_config = ReliefConfig(**{**cfg.relief_config().to_dict(), "chunk_size": batch_size, **changes})
+    relief_config = ReliefConfig(**{**cfg.method.relief.to_dict(), "chunk_size": batch_size, **changes})
     columns: dict[str, list[int]] = {}
     for k in range(1, passes + 1):
         graph = relief_prune(model, batch, relief_config)

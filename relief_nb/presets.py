@@ -12,10 +12,9 @@ Profiles:
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
-from .experiment import ExperimentConfig, override
+from .config import ExperimentConfig, override
 from .training import TrainConfig
 
 __all__ = ["EXPERIMENTS", "PROFILES", "experiment_config", "list_experiments"]
@@ -30,21 +29,25 @@ def _sgd(epochs: int, *milestones: int) -> TrainConfig:
 
 
 # docs/method.md: batch 120, weight decay 5e-4 (coupled), gamma 0.1 everywhere
+def _preset(model: str, dataset: str, alpha_conv: float, alpha_fc: float, iterations: int, pretrain: TrainConfig,
+            retrain: TrainConfig, **settings: Any) -> ExperimentConfig:
+    return ExperimentConfig.of(model=model, dataset=dataset, alpha_conv=alpha_conv, alpha_fc=alpha_fc,
+                               iterations=iterations, pretrain=pretrain, retrain=retrain, **settings)
+
+
 EXPERIMENTS: dict[str, ExperimentConfig] = {
-    "lenet300-mnist": ExperimentConfig("lenet300-100", "mnist", 0.9, 0.95, 20, _adam(60, 30), _adam(60, 30)),
-    "lenet5-mnist": ExperimentConfig("lenet5", "mnist", 0.9, 0.95, 20, _adam(60, 30), _adam(60, 30)),
-    "vgglike-cifar10": ExperimentConfig("vgg-like", "cifar10", 0.95, 0.95, 6, _adam(150, 80, 120),
-                                        _adam(60, 20, 40)),
-    "resnet20-cifar10": ExperimentConfig("resnet20", "cifar10", 0.95, 0.99, 10, _sgd(150, 80, 120),
-                                         _sgd(60, 20, 40)),
-    "resnet56-cifar100": ExperimentConfig("resnet56", "cifar100", 0.95, 0.99, 10, _adam(200, 120, 160),
-                                          _adam(80, 30, 60), scoring_size=2000),
+    "lenet300-mnist": _preset("lenet300-100", "mnist", 0.9, 0.95, 20, _adam(60, 30), _adam(60, 30)),
+    "lenet5-mnist": _preset("lenet5", "mnist", 0.9, 0.95, 20, _adam(60, 30), _adam(60, 30)),
+    "vgglike-cifar10": _preset("vgg-like", "cifar10", 0.95, 0.95, 6, _adam(150, 80, 120), _adam(60, 20, 40)),
+    "resnet20-cifar10": _preset("resnet20", "cifar10", 0.95, 0.99, 10, _sgd(150, 80, 120), _sgd(60, 20, 40)),
+    "resnet56-cifar100": _preset("resnet56", "cifar100", 0.95, 0.99, 10, _adam(200, 120, 160), _adam(80, 30, 60),
+                                 scoring_size=2000),
     # Tiny-ImageNet: no published settings; ours follow the CIFAR ones with shorter schedules
     # (10,000 validation images held out of the 100,000 training images; random crop pad 8 + flip).
-    "vgg19-tiny": ExperimentConfig("vgg19-64", "tiny-imagenet", 0.95, 0.95, 6, _adam(100, 50, 75),
-                                   _adam(40, 20, 30), val_size=10000),
-    "resnet18-tiny": ExperimentConfig("resnet18-64", "tiny-imagenet", 0.95, 0.99, 10, _sgd(100, 50, 75),
-                                      _sgd(40, 20, 30), val_size=10000),
+    "vgg19-tiny": _preset("vgg19-64", "tiny-imagenet", 0.95, 0.95, 6, _adam(100, 50, 75), _adam(40, 20, 30),
+                          val_size=10000),
+    "resnet18-tiny": _preset("resnet18-64", "tiny-imagenet", 0.95, 0.99, 10, _sgd(100, 50, 75), _sgd(40, 20, 30),
+                             val_size=10000),
 }
 
 # smoke: (training images, test and validation images); small for the costly conv nets, so CI stays fast
@@ -86,4 +89,4 @@ def experiment_config(name: str, profile: str = "cpu", **overrides: Any) -> Expe
     if profile not in PROFILES:
         raise KeyError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
     config = override(EXPERIMENTS[name], **dict(PROFILES[profile].get(name, {})))
-    return override(config, **overrides) if overrides else replace(config)
+    return override(config, **overrides)

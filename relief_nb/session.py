@@ -16,7 +16,8 @@ import ast
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pandas as pd
 
 from . import paths
 from .data import DATASETS, Dataset, fetch_command, prepare
-from .experiment import ExperimentConfig, Run, _resolve_device
+from .experiment import ExperimentConfig, Run, _resolve_device, override
 from .presets import EXPERIMENTS, PROFILES, experiment_config
 from .tables import METHOD_LABELS, final_row, method_table
 
@@ -200,12 +201,12 @@ class Session:
 
     def config(self, experiment: str) -> ExperimentConfig:
         cfg = experiment_config(experiment, self.profile, **self.overrides())
-        if not self.data_available(cfg.dataset):
+        if not self.data_available(cfg.data.name):
             if self.profile != "smoke":
-                raise FileNotFoundError(f"data set {cfg.dataset!r} not found in {self.data_dir}; fetch it with: "
-                                        f"{fetch_command(cfg.dataset, self.data_dir)}")
+                raise FileNotFoundError(f"data set {cfg.data.name!r} not found in {self.data_dir}; fetch it with: "
+                                        f"{fetch_command(cfg.data.name, self.data_dir)}")
             cfg = experiment_config(experiment, self.profile, synthetic=True, **self.overrides())
-        self.synthetic[experiment] = cfg.synthetic
+        self.synthetic[experiment] = cfg.data.synthetic
         return cfg
 
     def mark(self, experiment: str | None = None) -> str | None:
@@ -222,10 +223,10 @@ class Session:
               f"data {self.data_dir} | results {self.results}")
         for experiment in self.spec.experiments:
             cfg = self.config(experiment)
-            if cfg.synthetic:
-                message = (f"{cfg.dataset} is not in {self.data_dir}; {experiment} runs on a SYNTHETIC stand-in "
+            if cfg.data.synthetic:
+                message = (f"{cfg.data.name} is not in {self.data_dir}; {experiment} runs on a SYNTHETIC stand-in "
                            f"of the same shape. Its numbers are NOT results. Fetch the real data with: "
-                           f"{fetch_command(cfg.dataset, self.data_dir)}")
+                           f"{fetch_command(cfg.data.name, self.data_dir)}")
                 print("NOTE: " + message)
                 warnings.warn(message, stacklevel=2)
 
@@ -233,8 +234,9 @@ class Session:
         """A heading naming the notebook, its data and the profile whose outputs the reader sees."""
         from .plots import display_name
 
+        stand_in = "a SYNTHETIC stand-in of "
         experiments = ", ".join(f"{display_name(EXPERIMENTS[e].model)} on "
-                                f"{'a SYNTHETIC stand-in of ' if self.synthetic.get(e) else ''}{EXPERIMENTS[e].dataset}"
+                                f"{stand_in if self.synthetic.get(e) else ''}{EXPERIMENTS[e].data.name}"
                                 for e in self.spec.experiments)
         kind = {"smoke": "smoke profile: a tiny schedule that checks the notebook runs; its numbers are not results",
                 "cpu": "cpu profile: the paper's method on a schedule shortened for a 2-core CPU",
@@ -254,7 +256,7 @@ class Session:
     def scoring_batch(self, experiment: str, n: int | None = None):
         """``n`` training images (default: the experiment's scoring size), normalised, on the device."""
         ds = self.dataset(experiment)
-        return prepare(ds.train_x[: n or self.config(experiment).scoring_size], ds, self.device)
+        return prepare(ds.train_x[: n or self.config(experiment).data.scoring_size], ds, self.device)
 
     # ---------------------------------------------------------------- runs
     def _execute(self, cfg: ExperimentConfig, label: str) -> Run:
@@ -265,6 +267,19 @@ class Session:
 
     def run(self, experiment: str) -> Run:
         return self._execute(self.config(experiment), experiment)
+
+    def run_own(self, factory: Callable[..., Any], name: str, like: str = "lenet5-mnist", data: Any = None,
+                **overrides: Any) -> Run:
+        """The whole iterative experiment on a network of your own: ``factory`` builds it (see :class:`Run`),
+        ``name`` labels it, ``like`` is the preset whose method settings and schedule (at this notebook's
+        profile) it takes, ``data`` defaults to that preset's data as this notebook sees it, ``overrides`` are
+        experiment settings (e.g. ``iterations=2``). The run folder sits beside the presets' runs."""
+        cfg = override(self.config(like), model=name, **overrides)
+        data = self.dataset(like) if data is None else data
+        run = Run(cfg, self.runs_dir, self.data_dir, self.device, progress=self.progress, label=name, data=data,
+                  model=factory, meta={"notebook": self.spec.name, "profile": self.profile, "like": like})
+        run.run()
+        return run
 
     def run_all(self) -> dict[str, Run]:
         return {name: self.run(name) for name in self.spec.experiments}
@@ -281,9 +296,9 @@ class Session:
             if not (wanted is True or (isinstance(wanted, (list, tuple)) and name in wanted)):
                 continue
             for method in BASELINES:
-                iterations = self.params.get("baseline_iterations") or reference.config.iterations
-                cfg = replace(reference.config, method=method, reference=reference.folder.name,
-                              iterations=min(iterations, reference.config.iterations))
+                iterations = self.params.get("baseline_iterations") or reference.config.schedule.iterations
+                cfg = override(reference.config, method=method, reference=reference.folder.name,
+                              iterations=min(iterations, reference.config.schedule.iterations))
                 out[name][method] = self._execute(cfg, f"{name} {METHOD_LABELS[method]}")
         return out
 

@@ -55,14 +55,14 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import paths
-from .experiment import ExperimentConfig, Run
+from .experiment import ExperimentConfig, Run, override
 from .session import SMOKE_MARK
 from .tables import METHOD_LABELS
 
@@ -171,13 +171,14 @@ def expand_grid(experiment: str | Sequence[str], alpha_conv: float | Sequence[fl
                         raise ValueError(f"its NNrelief reference run could not be built "
                                          f"({reference.error if reference else 'missing'})")
                     cfg = experiment_config(name, profile, **overrides)
-                    if profile == "smoke" and not cfg.synthetic and not _data_present(cfg.dataset, data_path):
-                        warnings.warn(f"{cfg.dataset} is not in {data_path}: the smoke sweep runs {name} on a "
+                    if profile == "smoke" and not cfg.data.synthetic and not _data_present(cfg.data.name, data_path):
+                        warnings.warn(f"{cfg.data.name} is not in {data_path}: the smoke sweep runs {name} on a "
                                       "SYNTHETIC stand-in (its numbers are not results)", stacklevel=2)
-                        cfg = replace(cfg, synthetic=True)
-                    coords.update(alpha_conv=cfg.alpha_conv, alpha_fc=cfg.alpha_fc, seed=cfg.seed)
+                        cfg = override(cfg, synthetic=True)
+                    relief = cfg.method.relief
+                    coords.update(alpha_conv=relief.alpha_conv, alpha_fc=relief.alpha_fc, seed=cfg.seed)
                     if method != "relief" and reference is not None:
-                        cfg = replace(cfg, method=method, reference=reference.name)
+                        cfg = override(cfg, method=method, reference=reference.name)
                     run = SweepRun(coords, cfg, reference=reference.name if reference else None,
                                    name=Run(cfg, data_dir=data_path, device="cpu", progress=False).run_name())
                 except Exception as err:  # an invalid point is reported, the grid goes on
@@ -274,8 +275,8 @@ def _dashboard(client: Client) -> str | None:
 def _rows(run: SweepRun, status: str, metrics: pd.DataFrame | None, folder: Path,
           error: str | None = None) -> pd.DataFrame:
     cfg = run.config
-    head = {**run.coords, "network": cfg.model if cfg else None, "dataset": cfg.dataset if cfg else None,
-            "synthetic": bool(cfg.synthetic) if cfg else False}
+    head = {**run.coords, "network": cfg.model if cfg else None, "dataset": cfg.data.name if cfg else None,
+            "synthetic": bool(cfg.data.synthetic) if cfg else False}
     head["method"] = METHOD_LABELS.get(run.coords["method"], run.coords["method"])
     tail = {"run": run.name, "folder": str(folder / run.name) if cfg else None, "status": status, "error": error}
     if metrics is None or metrics.empty:
@@ -330,7 +331,7 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
         if run.config is None:
             frames[run.name] = _rows(run, "failed", None, runs_dir, run.error)
         elif (stored := Run(run.config, runs_dir, data, device="cpu", progress=False)).folder and stored.finished():
-            frames[run.name] = _rows(run, "cached", stored.metrics(), runs_dir)  # .folder: a 0.x folder migrated
+            frames[run.name] = _rows(run, "cached", stored.metrics(), runs_dir)  # .folder: a 0.1 folder migrated
         else:
             todo.append(run)
     address = None
@@ -362,7 +363,7 @@ def _submit_all(todo: list[SweepRun], frames: dict[str, pd.DataFrame], runs_dir:
                   f"{f', dashboard {link}' if link else ''}", flush=True)
         futures: dict[str, Any] = {}
         for run in todo:  # NNrelief runs come before their baselines (expand_grid's order)
-            ref = futures.get(run.reference) if run.config.method != "relief" else None
+            ref = futures.get(run.reference) if run.config.method.name != "relief" else None
             futures[run.name] = client.submit(execute_run, run.config, str(runs_dir), str(data), device, 1, ref,
                                               key=f"relief-run-{run.name}", retries=retries)
         by_key = {f.key: run for run, f in zip(todo, futures.values())}
@@ -378,7 +379,7 @@ def _submit_all(todo: list[SweepRun], frames: dict[str, pd.DataFrame], runs_dir:
                     except BaseException as cancelled:  # a cancelled future has no exception to give
                         err = cancelled
                     message = f"{type(err).__name__}: {err}"
-                    if run.config.method != "relief" and run.reference in futures and \
+                    if run.config.method.name != "relief" and run.reference in futures and \
                             futures[run.reference].status == "error":
                         message = f"its NNrelief reference run {run.reference} failed ({message})"
                     frames[run.name] = _rows(run, "failed", None, runs_dir, message)

@@ -26,7 +26,7 @@ METHOD_LABELS = {"relief": "NNrelief", "magnitude_global": "magnitude (global)",
 
 def experiment_name(cfg: ExperimentConfig) -> str:
     """The preset an experiment config belongs to (by network and data set), else its model name."""
-    return next((k for k, v in EXPERIMENTS.items() if (v.model, v.dataset) == (cfg.model, cfg.dataset)), cfg.model)
+    return next((k for k, v in EXPERIMENTS.items() if (v.model, v.data.name) == (cfg.model, cfg.data.name)), cfg.model)
 
 
 def final_row(name: str, run: Run) -> dict[str, Any]:
@@ -35,9 +35,10 @@ def final_row(name: str, run: Run) -> dict[str, Any]:
     first, last = m.iloc[0], m.iloc[-1]
     cfg = run.config
     return {
-        "experiment": name, "network": cfg.model, "dataset": cfg.dataset,
-        "method": METHOD_LABELS.get(cfg.method, cfg.method), "seed": cfg.seed,
-        "alpha_conv": cfg.alpha_conv, "alpha_fc": cfg.alpha_fc, "synthetic": cfg.synthetic,
+        "experiment": name, "network": cfg.model, "dataset": cfg.data.name,
+        "method": METHOD_LABELS.get(cfg.method.name, cfg.method.name), "seed": cfg.seed,
+        "alpha_conv": cfg.method.relief.alpha_conv, "alpha_fc": cfg.method.relief.alpha_fc,
+        "synthetic": cfg.data.synthetic,
         "iterations": int(last.iteration),
         "baseline_error_pct": round(100 * first.test_error, 2), "error_pct": round(100 * last.test_error, 2),
         "params": int(last.params_remaining), "compression": round(float(last.compression), 2),

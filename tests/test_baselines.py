@@ -73,11 +73,11 @@ def test_unknown_baseline_and_growing_masks_are_refused():
 def test_baseline_experiment_follows_the_reference_sparsity(tmp_path):
     small = dict(model="lenet5", synthetic=True, n_train=400, n_test=100, val_size=100, scoring_size=64,
                  iterations=2, pretrain=TrainConfig(1, batch_size=100), retrain=TrainConfig(1, batch_size=100))
-    reference = Run(ExperimentConfig(**small), tmp_path, progress=False)
+    reference = Run(ExperimentConfig.of(**small), tmp_path, progress=False)
     reference.run()
     ref_layers = reference.layers()
     for method in ("magnitude_layer", "random", "magnitude_global"):
-        run = Run(ExperimentConfig(**small, method=method, reference=str(reference.folder)), tmp_path,
+        run = Run(ExperimentConfig.of(**small, method=method, reference=str(reference.folder)), tmp_path,
                   progress=False)
         metrics = run.run()
         assert metrics.iteration.tolist() == [0, 1, 2]
@@ -89,7 +89,7 @@ def test_baseline_experiment_follows_the_reference_sparsity(tmp_path):
         else:
             assert layers.weights_remaining.tolist() == ref_layers.weights_remaining.tolist()
     with pytest.raises(ValueError, match="reference"):
-        ExperimentConfig(method="random")
+        ExperimentConfig.of(method="random")
 
 
 @pytest.mark.parametrize("method", BASELINES)

@@ -17,7 +17,7 @@ SMALL = dict(synthetic=True, n_train=600, n_test=200, val_size=100, scoring_size
 
 
 def small(model="lenet300-100", **kw):
-    return ExperimentConfig(model=model, **{"iterations": 2, **SMALL, **kw})
+    return ExperimentConfig.of(model=model, **{"iterations": 2, **SMALL, **kw})
 
 
 def masks_of(run):
@@ -136,7 +136,7 @@ def test_unknown_names_list_the_known_ones(tmp_path):
     with pytest.raises(KeyError, match="lenet5.*package.module:function"):
         Run(small(model="alexnet"), tmp_path, progress=False).run()
     with pytest.raises(KeyError, match="cifar10.*data="):
-        Run(ExperimentConfig(dataset="svhn"), tmp_path, progress=False).run()
+        Run(ExperimentConfig.of(dataset="svhn"), tmp_path, progress=False).run()
     with pytest.raises(KeyError, match="synthetic stand-ins"):
         small(dataset="svhn")
     assert not any(tmp_path.iterdir())
@@ -152,14 +152,15 @@ def test_unknown_names_list_the_known_ones(tmp_path):
 
 def test_missing_data_names_the_fetch_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="relief-nb fetch mnist"):
-        Run(ExperimentConfig(), tmp_path, data_dir=tmp_path / "nodata", progress=False).run()
+        Run(ExperimentConfig.of(), tmp_path, data_dir=tmp_path / "nodata", progress=False).run()
 
 
 def test_presets_follow_the_spec_table():
     cfg = experiment_config("resnet20-cifar10", "paper")
-    assert (cfg.alpha_conv, cfg.alpha_fc, cfg.iterations) == (0.95, 0.99, 10)
-    assert (cfg.retrain.optimizer, cfg.retrain.lr, cfg.retrain.milestones) == ("sgd", 0.1, (20, 40))
+    assert (cfg.method.relief.alpha_conv, cfg.method.relief.alpha_fc, cfg.schedule.iterations) == (0.95, 0.99, 10)
+    retrain = cfg.schedule.retrain
+    assert (retrain.optimizer, retrain.lr, retrain.milestones) == ("sgd", 0.1, (20, 40))
     assert not cfg.rewinds and experiment_config("lenet5-mnist", "paper").rewinds
-    assert experiment_config("resnet56-cifar100", "paper").scoring_size == 2000
+    assert experiment_config("resnet56-cifar100", "paper").data.scoring_size == 2000
     smoke = experiment_config("lenet5-mnist", "smoke", retrain_epochs=3)
-    assert smoke.retrain.epochs == 3 and smoke.pretrain.epochs == 2
+    assert smoke.schedule.retrain.epochs == 3 and smoke.schedule.pretrain.epochs == 2

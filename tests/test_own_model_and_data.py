@@ -39,7 +39,7 @@ def make_net(num_classes, input_shape):
 def config(**kw):
     base = dict(model="tiny-mlp", dataset="blobs", iterations=2, val_size=50, scoring_size=64, pretrain=STAGE,
                 retrain=STAGE, alpha_fc=0.9)
-    return ExperimentConfig(**{**base, **kw})
+    return ExperimentConfig.of(**{**base, **kw})
 
 
 def comparable(m: pd.DataFrame) -> pd.DataFrame:
@@ -190,20 +190,20 @@ def test_a_changed_model_factory_makes_a_new_run(tmp_path):
 
 
 def test_registered_data_identity_ignores_stopping_rules_and_default_settings(tmp_path):
-    base = ExperimentConfig(synthetic=True, n_train=300, n_test=100, val_size=50)
+    base = ExperimentConfig.of(synthetic=True, n_train=300, n_test=100, val_size=50)
     name = Run(base, tmp_path).run_name()
-    assert Run(ExperimentConfig(synthetic=True, n_train=300, n_test=100, val_size=50, iterations=3,
+    assert Run(ExperimentConfig.of(synthetic=True, n_train=300, n_test=100, val_size=50, iterations=3,
                                 target_compression=10), tmp_path).run_name() == name
-    assert Run(ExperimentConfig(synthetic=True, n_train=300, n_test=100, val_size=50, seed=1),
+    assert Run(ExperimentConfig.of(synthetic=True, n_train=300, n_test=100, val_size=50, seed=1),
                tmp_path).run_name() != name
     assert "dead_units" not in base.identity() and "iterations" not in base.identity()
-    ablation = ExperimentConfig(synthetic=True, n_train=300, n_test=100, val_size=50, dead_units=False)
+    ablation = ExperimentConfig.of(synthetic=True, n_train=300, n_test=100, val_size=50, dead_units=False)
     assert ablation.identity()["dead_units"] is False and Run(ablation, tmp_path).run_name() != name
-    assert ablation.relief_config().dead_units is False
+    assert ablation.method.relief.dead_units is False
 
 
 def test_a_folder_named_by_relief_nb_0x_is_migrated(tmp_path, capsys):
-    cfg = ExperimentConfig(synthetic=True, n_train=300, n_test=100, val_size=50, scoring_size=64, iterations=1,
+    cfg = ExperimentConfig.of(synthetic=True, n_train=300, n_test=100, val_size=50, scoring_size=64, iterations=1,
                            pretrain=STAGE, retrain=STAGE)
     run = Run(cfg, tmp_path, progress=False)
     expected = run.run()

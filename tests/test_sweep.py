@@ -229,9 +229,9 @@ def test_readme_grid_file_expands_to_48_real_runs():
     experiment = grid.pop("experiment")
     kwargs = {k: grid[k] for k in ("alpha_conv", "alpha_fc", "seeds", "methods", "profile", "params") if k in grid}
     runs = expand_grid(experiment, data_dir=ROOT / "data", **kwargs)
-    assert len(runs) == 48 and all(r.config is not None and not r.config.synthetic for r in runs)
+    assert len(runs) == 48 and all(r.config is not None and not r.config.data.synthetic for r in runs)
     assert len(grid["alpha_fc"]) >= 4 and min(grid["alpha_fc"]) >= 0.8 and max(grid["alpha_fc"]) <= 0.99
-    assert sum(r.config.method == "relief" for r in runs) == 12
+    assert sum(r.config.method.name == "relief" for r in runs) == 12
 
 
 def test_run_is_a_plain_folder(tmp_path):
@@ -244,8 +244,8 @@ def test_run_is_a_plain_folder(tmp_path):
 
 def test_default_seeds_and_methods_are_one_run():
     (run,) = expand_grid("lenet300-mnist", profile="smoke", params={"synthetic": True})
-    assert run.config is not None and run.config.seed == 0 and run.config.method == "relief"
+    assert run.config is not None and run.config.seed == 0 and run.config.method.name == "relief"
     runs = expand_grid("lenet300-mnist", seeds=(0, 1), methods=("relief", "random"), profile="smoke",
                        params={"synthetic": True})
-    assert sorted((r.config.seed, r.config.method) for r in runs) == [(0, "random"), (0, "relief"), (1, "random"),
+    assert sorted((r.config.seed, r.config.method.name) for r in runs) == [(0, "random"), (0, "relief"), (1, "random"),
                                                                       (1, "relief")]

@@ -2,12 +2,11 @@
 
 import subprocess
 import sys
-from dataclasses import replace
 
 import pandas as pd
 
 from relief_nb.cli import main
-from relief_nb.experiment import ExperimentConfig, Run
+from relief_nb.experiment import ExperimentConfig, Run, override
 from relief_nb.paths import runs_folder
 from relief_nb.session import Session
 from relief_nb.tables import METHOD_LABELS, gather_results, method_table, summary_table
@@ -25,7 +24,7 @@ def _session(tmp_path, notebook="lenet-mnist", **params) -> Session:
 def test_summary_names_every_method_lists_each_run_once_and_finds_cli_runs(tmp_path):
     # a notebook's NNrelief run and its three baselines
     session = _session(tmp_path, baselines=True)
-    reference = Run(ExperimentConfig(**TINY), session.runs_dir, progress=False)
+    reference = Run(ExperimentConfig.of(**TINY), session.runs_dir, progress=False)
     reference.run()
     by_method = session.run_baselines({"lenet300-mnist": reference})
     # the tour runs the same experiment: the same run folder, not a second row
@@ -48,11 +47,11 @@ def test_summary_names_every_method_lists_each_run_once_and_finds_cli_runs(tmp_p
 
 def test_a_baseline_is_one_run_whoever_starts_it(tmp_path):
     """The reference is a run name, not a path: from Jupyter (relative) and the CLI (absolute), one run."""
-    base = ExperimentConfig(**TINY)
+    base = ExperimentConfig.of(**TINY)
     folder = runs_folder(tmp_path, "smoke")
     ref = Run(base, folder, progress=False)
     ref.run()
-    cfg = replace(base, method="random", reference=ref.folder.name)
+    cfg = override(base, method="random", reference=ref.folder.name)
     assert Run(cfg, folder).folder == Run(cfg, folder.resolve()).folder
     Run(cfg, folder, progress=False).run()
     assert len(gather_results(folder)) == 2
