@@ -6,8 +6,10 @@ The pieces, each in its own module:
 * :mod:`relief_nb.graph` (entry point :mod:`relief_nb.structure`): the model traced once (``torch.fx``) into
   its dependency graph: which layers read whose units, through which merges;
 * :mod:`relief_nb.scores` / :mod:`relief_nb.selection`: importance scores and the alpha rule;
-* :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``);
-* :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks, state_dict round trips, ``make_permanent``;
+* :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``) and the scores
+  it selects from (``score_layers``);
+* :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks (the one place that reads ``weight_orig`` / masks),
+  state_dict round trips, ``make_permanent``; :mod:`relief_nb.modes`: ``eval_mode``;
 * :mod:`relief_nb.metrics`: remaining parameters, compression, alive units, FLOPs;
 * :mod:`relief_nb.data`, :mod:`relief_nb.training`, :mod:`relief_nb.experiment`, :mod:`relief_nb.presets`:
   data sets, training and the iterative prune-retrain experiment;
@@ -23,7 +25,7 @@ from .masks import load_pruned_state_dict, make_permanent
 from .metrics import count_parameters, layer_table, summary
 from .models import create_model, input_shape_of, list_models
 from .presets import experiment_config, list_experiments
-from .relief import ReliefConfig, relief_prune
+from .relief import ReliefConfig, relief_prune, score_layers
 from .selection import select
 from .structure import UnsupportedModuleError, trace_model
 from .sweep import aggregate, run_sweep
@@ -48,6 +50,7 @@ __all__ = [
     "make_permanent",
     "relief_prune",
     "run_experiment",
+    "score_layers",
     "select",
     "summary",
     "trace_model",
