@@ -6,8 +6,8 @@ The pieces, each in its own module:
 * :mod:`relief_nb.graph` (entry point :mod:`relief_nb.structure`): the model traced once (``torch.fx``) into
   its dependency graph: which layers read whose units, through which merges;
 * :mod:`relief_nb.scores` / :mod:`relief_nb.selection`: importance scores and the alpha rule;
-* :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``) and the scores
-  it selects from (``score_layers``);
+* :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``), the scores it
+  selects from (``score_layers``), :class:`ReliefWarning` for passes a user would not expect;
 * :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks (the one place that reads ``weight_orig`` / masks),
   state_dict round trips, ``make_permanent``; :mod:`relief_nb.modes`: ``eval_mode``;
 * :mod:`relief_nb.metrics`: remaining parameters, compression, alive units, FLOPs;
@@ -25,7 +25,7 @@ from .masks import load_pruned_state_dict, make_permanent
 from .metrics import count_parameters, layer_table, summary
 from .models import create_model, input_shape_of, list_models
 from .presets import experiment_config, list_experiments
-from .relief import ReliefConfig, relief_prune, score_layers
+from .relief import ReliefConfig, ReliefWarning, relief_prune, score_layers
 from .selection import select
 from .structure import UnsupportedModuleError, trace_model
 from .sweep import aggregate, run_sweep
@@ -37,6 +37,7 @@ __all__ = [
     "aggregate",
     "run_sweep",
     "ReliefConfig",
+    "ReliefWarning",
     "Run",
     "UnsupportedModuleError",
     "count_parameters",

@@ -30,10 +30,14 @@ Masks are computed in full before anything is committed: if any step fails the m
 The model is traced, and anything unsupported refused, before any mask changes.
 
 :func:`score_layers` gives the scores of step 1 / 4 without pruning (the same collector, :class:`_Statistics`).
+A pass warns (:class:`ReliefWarning`) when its scoring batch is constant, so that the scores it measures mean
+nothing, and when it removes more than 90 % of the weights that remained before it.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -42,7 +46,7 @@ import torch.fx as fx
 from torch import nn
 
 from .graph import Gate, Merge, alive_units
-from .masks import current_mask, effective, is_pruned, mask_snapshot, raw_weight, restore_masks, shrink_mask
+from .masks import current_mask, effective, is_pruned, kept_count, mask_snapshot, raw_weight, restore_masks, shrink_mask
 from .modes import eval_mode
 from .scores import (
     CONV_AGGREGATIONS,
@@ -55,9 +59,23 @@ from .scores import (
 from .selection import SELECTION_RULES, SelectionRule, check_alpha, select
 from .structure import LayerNode, PruningGraph, trace_model
 
-__all__ = ["ReliefConfig", "alive_units", "all_finite", "effective", "relief_prune", "score_layers"]
+__all__ = ["ReliefConfig", "ReliefWarning", "alive_units", "all_finite", "effective", "relief_prune", "score_layers"]
 
 _CONV_CHUNK = 250  # default scoring images per forward for models with conv layers (see ReliefConfig.chunk_size)
+_LARGE_REMOVAL = 0.9  # a pass that removes more than this fraction of the remaining weights warns
+
+
+class ReliefWarning(UserWarning):
+    """A pruning pass did something a user would probably not expect (a constant scoring batch, a pass that
+    removes almost every remaining weight)."""
+
+
+def _warn(message: str) -> None:
+    """Emit a :class:`ReliefWarning` attributed to the first caller outside relief_nb (and torch's decorators)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in ("relief_nb", "torch"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ReliefWarning, stacklevel=level)
 
 
 @dataclass(frozen=True)
@@ -350,12 +368,35 @@ def _check_inputs(model: nn.Module, batch: torch.Tensor, graph: PruningGraph) ->
                          f"(N, {', '.join(map(str, graph.input_shape))})")
     if not all_finite(batch):
         raise ValueError("the scoring batch contains NaN or inf")
+    constant = _constant_batch(batch)
+    if constant:
+        _warn(f"the scoring batch is {constant}: importance scores measured on it are meaningless (they reflect "
+              "the weights, not the data); pass real training images (the paper uses N = 1000)")
     for layer in graph.layers():
         for name in ("weight", "bias"):
             p = effective(layer.module, name)
             if p is not None and not all_finite(p):
                 raise FloatingPointError(f"{name} of layer {layer.name} contains NaN or inf; prune a trained, "
                                          "finite model")
+
+
+def _constant_batch(batch: torch.Tensor) -> str | None:
+    """How the batch is constant (all zeros, every sample identical, one constant sample), or None if it is not.
+    Cheap: a batch of differing samples is told by comparing its first two."""
+    n = batch.shape[0]
+    if n > 1:
+        if not torch.equal(batch[1], batch[0]) or not bool((batch == batch[:1]).all()):
+            return None
+    elif not bool((batch == batch[(0,) * batch.ndim]).all()):
+        return None
+    if not bool(batch[0].any()):
+        return "all zeros"
+    return f"constant (all {n} samples identical)" if n > 1 else "a single constant sample"
+
+
+def _remaining_weights(graph: PruningGraph) -> int:
+    """Weights the masks of the prunable layers keep (no tensor work for a layer never pruned)."""
+    return sum(kept_count(layer.module)[1] for layer in graph.layers())
 
 
 def _chunk_size(config: ReliefConfig, layers: list[LayerNode], batch: torch.Tensor) -> int:
@@ -387,19 +428,27 @@ def relief_prune(
     ``ignore`` names module paths to leave dense (not scored, not pruned, read whole; e.g. attention
     projections). Returns the model's :class:`PruningGraph` (traced now unless given), useful for metrics.
     The model is traced, and anything unsupported refused, before any mask changes; nothing is committed if
-    any later step fails.
+    any later step fails. Warns (:class:`ReliefWarning`) if the batch is constant, and if the pass removes more
+    than 90 % of the weights that remained before it.
     """
     config = config or ReliefConfig()
     graph = graph or trace_for_batch(model, batch, ignore)
     batch = batch.to(next(model.parameters()).device)
     _check_inputs(model, batch, graph)
     snapshot = mask_snapshot(model)
+    before = _remaining_weights(graph)
     with eval_mode(model):
         try:
             _prune(model, batch, config, graph)
         except BaseException:
             restore_masks(model, snapshot)
             raise
+    removed = 1 - _remaining_weights(graph) / before if before else 0.0
+    if removed > _LARGE_REMOVAL:
+        _warn(f"this pass removed {removed:.1%} of the {before:,} weights that remained before it, which leaves "
+              f"retraining little to work with: use a higher alpha (now alpha_conv={config.alpha_conv:g}, "
+              f"alpha_fc={config.alpha_fc:g}; closer to 1 removes less per pass), and score a trained model on real "
+              "training images")
     return graph
 
 

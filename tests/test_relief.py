@@ -1,6 +1,8 @@
 """The pruning pass: every architecture, dead units, backward pruning, residual rule, masks, bad input."""
 
 import copy
+import re
+import warnings
 
 import pytest
 import torch
@@ -20,7 +22,7 @@ from relief_nb.masks import (
 )
 from relief_nb.metrics import count_parameters, dense_flops_torch, layer_table
 from relief_nb.models import create_model, input_shape_of, list_models
-from relief_nb.relief import ReliefConfig, alive_units, relief_prune, score_layers
+from relief_nb.relief import ReliefConfig, ReliefWarning, alive_units, relief_prune, score_layers
 from relief_nb.selection import select
 from relief_nb.structure import UnsupportedModuleError, trace_model
 
@@ -342,6 +344,7 @@ def test_scores_do_not_depend_on_memory_format(name):
         torch.testing.assert_close(last[layer], s, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:this pass removed:relief_nb.relief.ReliefWarning")  # alphas 0.7 / 0.8
 @pytest.mark.parametrize("name", ["lenet5", "resnet20"])
 def test_masks_do_not_depend_on_memory_format(name):
     """The whole pass (scores, dead units, residual-dominance maps, backward pruning) on a channels-last copy."""
@@ -503,3 +506,51 @@ def test_a_linear_layer_keeps_the_alpha_rule_selection_of_score_layers():
     assert torch.equal(current_mask(last.module) != 0, keep[:, :-1])
     assert torch.equal(current_mask(last.module, "bias") != 0, keep[:, -1])
     assert not keep.all()
+
+
+# ---------------------------------------------------------------------------------------------- warnings
+def remaining_weights(graph) -> int:
+    return sum(int((current_mask(layer.module) != 0).sum()) for layer in graph.layers())
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda: torch.zeros(8, 1, 28, 28), "all zeros"),
+    (lambda: torch.full((8, 1, 28, 28), 0.5), r"constant \(all 8 samples identical\)"),
+    (lambda: torch.rand(1, 1, 28, 28).expand(8, -1, -1, -1), r"constant \(all 8 samples identical\)"),
+    (lambda: torch.full((1, 1, 28, 28), 0.3), "a single constant sample"),
+])
+def test_a_constant_scoring_batch_warns(make, what):
+    batch = make()
+    message = rf"the scoring batch is {what}: importance scores measured on it are meaningless.*real training images"
+    for run in (lambda: relief_prune(create_model("lenet300-100", seed=0), batch),
+                lambda: score_layers(create_model("lenet5", seed=0), batch)):
+        with warnings.catch_warnings(record=True) as record:  # an all-zero batch also prunes almost everything
+            warnings.simplefilter("always")
+            run()
+        constant = [w for w in record if re.match(message, str(w.message))]
+        assert len(constant) == 1 and constant[0].category is ReliefWarning, [str(w.message) for w in record]
+        assert constant[0].filename == __file__  # attributed to the caller, not to relief_nb
+
+
+def test_a_pass_removing_most_remaining_weights_warns():
+    model = create_model("lenet300-100", seed=0)
+    x = batch_for("lenet300-100", 64)
+    relief_prune(model, x)
+    graph = trace_model(model, (1, 28, 28))
+    before = remaining_weights(graph)
+    with pytest.warns(ReliefWarning, match=rf"removed 9\d\.\d% of the {before:,} weights that remained before it"
+                                           r".*higher alpha") as record:
+        relief_prune(model, x, ReliefConfig(0.3, 0.3), graph=graph)
+    removed = 1 - remaining_weights(graph) / before
+    assert removed > 0.9 and f"{removed:.1%}" in str(record[0].message)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet300-100"])
+def test_a_normal_pass_emits_no_relief_warning(name):
+    model = create_model(name, seed=0)
+    x = batch_for(name, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReliefWarning)
+        for _ in range(2):
+            relief_prune(model, x)
+        score_layers(model, x[:1])  # a single real image is not constant
