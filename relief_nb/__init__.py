@@ -6,10 +6,12 @@ The pieces, each in its own module:
 * :mod:`relief_nb.graph` (entry point :mod:`relief_nb.structure`): the model traced once (``torch.fx``) into
   its dependency graph: which layers read whose units, through which merges;
 * :mod:`relief_nb.scores` / :mod:`relief_nb.selection`: importance scores and the alpha rule;
-* :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``);
+* :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``), the scores it
+  selects from (``score_layers``), :class:`ReliefWarning` for passes a user would not expect;
 * :mod:`relief_nb.methods`: NNrelief and the baselines (magnitude, random, SNIP, MagAct) behind one interface,
   by name (``get_method("snip").prune(graph, x, y, Budget.of(reference_graph))``);
-* :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks, state_dict round trips, ``make_permanent``;
+* :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks (the one place that reads ``weight_orig`` / masks),
+  state_dict round trips, ``make_permanent``; :mod:`relief_nb.modes`: ``eval_mode``;
 * :mod:`relief_nb.metrics`: remaining parameters, compression, alive units, FLOPs;
 * :mod:`relief_nb.data`, :mod:`relief_nb.userdata`, :mod:`relief_nb.training`, :mod:`relief_nb.experiment`,
   :mod:`relief_nb.presets`: registered data sets and your own, training, and the iterative prune-retrain
@@ -27,7 +29,7 @@ from .methods import Budget, PruningMethod, ReliefMethod, get_method, list_metho
 from .metrics import count_parameters, layer_table, summary
 from .models import create_model, input_shape_of, list_models
 from .presets import experiment_config, list_experiments
-from .relief import ReliefConfig, relief_prune
+from .relief import ReliefConfig, ReliefWarning, relief_prune, score_layers
 from .selection import select
 from .structure import UnsupportedModuleError, trace_model
 from .sweep import aggregate, run_sweep
@@ -44,6 +46,7 @@ __all__ = [
     "run_sweep",
     "ReliefConfig",
     "ReliefMethod",
+    "ReliefWarning",
     "Run",
     "TrainConfig",
     "as_dataset",
@@ -62,6 +65,7 @@ __all__ = [
     "register_method",
     "relief_prune",
     "run_experiment",
+    "score_layers",
     "select",
     "summary",
     "trace_model",

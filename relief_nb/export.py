@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .graph import ModelGraph
+from .graph import ModelGraph, alive_units
+from .masks import effective, is_pruned, make_permanent, refresh_weights
 from .models import OptionAShortcut
-from .relief import alive_units, effective
+from .modes import eval_mode
 from .structure import PruningGraph, trace_model
 
 __all__ = ["ExportError", "SparseLinear", "export_pruned", "saved_size_bytes"]
@@ -188,7 +189,7 @@ def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear:
                   probe: torch.Tensor | None = None) -> nn.Module:
     """A smaller dense copy of a pruned model (see the module docstring), checked against the masked model on
     ``probe`` (default: 8 seeded normal examples of ``input_shape``)."""
-    if not any(hasattr(m, "weight_mask") for m in model.modules()):
+    if not any(is_pruned(m) for m in model.modules()):
         raise ExportError("the model was never pruned (no weight masks): there is nothing to export")
     graph = graph or trace_model(model, input_shape, ignore)
     keep = kept_positions(graph)
@@ -296,17 +297,13 @@ def _check_against(model: nn.Module, exported: nn.Module, input_shape: tuple[int
     if probe is None:
         gen = torch.Generator().manual_seed(0)
         probe = torch.randn(8, *input_shape, generator=gen).to(param.device, param.dtype)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         expected = model(probe)
         try:
             got = exported(probe)
         except Exception as err:
             raise ExportError(f"the exported model fails on a probe batch ({type(err).__name__}: {err}); a forward "
                               "that hard-codes channel counts cannot be sliced") from err
-    finally:
-        model.train(was_training)
     scale = float(expected.abs().max()) if expected.numel() else 1.0
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * max(scale, 1.0)):
         diff = (got - expected).abs().max().item() if got.shape == expected.shape else "shape"
@@ -316,19 +313,9 @@ def _check_against(model: nn.Module, exported: nn.Module, input_shape: tuple[int
 
 def _strip_masks(model: nn.Module) -> nn.Module:
     """A copy with plain parameters (prune hooks removed), so deepcopy yields an ordinary module tree."""
-    from torch.nn.utils import prune
-
-    from .masks import _refresh, masked_parameters
-
     with torch.no_grad():  # masked weights recomputed outside autograd: deepcopy needs leaf tensors
-        for _, module, name in masked_parameters(model):
-            _refresh(module, name)
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        for name in [n[: -len("_mask")] for n, _ in module.named_buffers(recurse=False) if n.endswith("_mask")]:
-            if hasattr(module, f"{name}_orig"):
-                prune.remove(module, name)
-    return clone
+        refresh_weights(model)
+    return make_permanent(copy.deepcopy(model))
 
 
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:

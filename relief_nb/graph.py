@@ -40,9 +40,12 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from .masks import current_mask
 from .models import OptionAShortcut
+from .modes import eval_mode
 
-__all__ = ["Gate", "GraphLayer", "Merge", "ModelGraph", "UnsupportedModuleError", "trace_graph"]
+__all__ = ["Gate", "GraphLayer", "Merge", "ModelGraph", "UnsupportedModuleError", "alive_units", "layer_reads",
+           "trace_graph"]
 
 
 class UnsupportedModuleError(TypeError):
@@ -225,13 +228,8 @@ def trace_graph(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable
     param = next(model.parameters(), None)
     example = torch.zeros(1, *input_shape, dtype=param.dtype if param is not None else torch.float32,
                           device=param.device if param is not None else None)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            _ShapeRecorder(model, graph=gm.graph).run(example)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        _ShapeRecorder(model, graph=gm.graph).run(example)
     return _Walker(model, gm, tuple(input_shape), ignore).walk()
 
 
@@ -662,11 +660,18 @@ def _has_scalar(node: fx.Node) -> bool:
 
 def layer_reads(layer: GraphLayer) -> torch.Tensor:
     """Boolean per input feature of ``layer``: does any surviving connection read it?"""
-    from .masks import current_mask
-
     m = layer.module
     mask = current_mask(m, "weight") != 0
     if mask.ndim == 4:
         g = m.groups
         return mask.reshape(g, mask.shape[0] // g, mask.shape[1], -1).any(dim=3).any(dim=1).reshape(-1)
     return mask.any(dim=0)
+
+
+def alive_units(layer: GraphLayer) -> torch.Tensor:
+    """Boolean per unit of ``layer``: does it keep an incoming connection or its bias?"""
+    m = layer.module
+    alive = (current_mask(m, "weight") != 0).reshape(layer.out_units, -1).any(dim=1)
+    if getattr(m, "bias", None) is not None:
+        alive |= current_mask(m, "bias") != 0
+    return alive

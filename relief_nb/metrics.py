@@ -21,20 +21,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .masks import current_mask
-from .relief import alive_units
+from .graph import alive_units
+from .masks import current_mask, kept_count
+from .modes import eval_mode
 from .structure import LayerNode, PruningGraph
 
 __all__ = ["count_parameters", "dense_flops_torch", "layer_table", "summary"]
-
-
-def _remaining(module: nn.Module, name: str) -> tuple[int, int]:
-    p = getattr(module, f"{name}_orig", None)
-    if p is None:
-        p = getattr(module, name, None)
-    if p is None:
-        return 0, 0
-    return p.numel(), int((current_mask(module, name) != 0).sum())
 
 
 def count_parameters(model: nn.Module, graph: PruningGraph, convention: str = "paper") -> tuple[int, int]:
@@ -44,17 +36,15 @@ def count_parameters(model: nn.Module, graph: PruningGraph, convention: str = "p
         modules = [layer.module for layer in graph.layers()] + _ignored_layers(model, graph)
         for module in modules:
             for name in ("weight", "bias"):
-                t, r = _remaining(module, name)
+                t, r = kept_count(module, name)
                 total, remaining = total + t, remaining + r
         return total, remaining
     if convention == "all":
         total = remaining = 0
         for module in model.modules():
-            for pname, p in module.named_parameters(recurse=False):
-                name = pname[: -len("_orig")] if pname.endswith("_orig") else pname
-                mask = getattr(module, f"{name}_mask", None)
-                total += p.numel()
-                remaining += p.numel() if mask is None else int((mask != 0).sum())
+            for pname, _ in module.named_parameters(recurse=False):
+                t, r = kept_count(module, pname[: -len("_orig")] if pname.endswith("_orig") else pname)
+                total, remaining = total + t, remaining + r
         return total, remaining
     raise ValueError(f"unknown convention {convention!r}; use 'paper' or 'all'")
 
@@ -81,13 +71,8 @@ def dense_flops_torch(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Dense FLOPs of one example as ``torch.utils.flop_counter`` counts them."""
     param = next(model.parameters())
     x = torch.zeros(1, *input_shape, dtype=param.dtype, device=param.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(x)
     return int(counter.get_total_flops())
 
 
@@ -95,8 +80,8 @@ def layer_table(model: nn.Module, graph: PruningGraph) -> pd.DataFrame:
     """One row per Conv2d / Linear layer: weights, remaining fraction, alive units, FLOPs."""
     rows = []
     for layer in graph.layers():
-        w_total, w_left = _remaining(layer.module, "weight")
-        b_total, b_left = _remaining(layer.module, "bias")
+        w_total, w_left = kept_count(layer.module, "weight")
+        b_total, b_left = kept_count(layer.module, "bias")
         dense, sparse = _layer_flops(layer)
         rows.append({
             "layer": layer.name,

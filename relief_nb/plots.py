@@ -26,10 +26,9 @@ from torch import nn
 
 from .masks import current_mask
 from .published import published_table
-from .relief import ReliefConfig, effective
-from .scores import ConvScoreAccumulator, LinearScoreAccumulator
+from .relief import ReliefConfig, score_layers
 from .selection import select
-from .structure import PruningGraph, trace_model
+from .structure import PruningGraph
 
 __all__ = [
     "SYNTHETIC_MARK",
@@ -276,35 +275,11 @@ def plot_layer_sparsity(layers: pd.DataFrame, title: str = "", mark: str | None 
     return _finish(fig, mark, list(axes))
 
 
-@torch.no_grad()
 def layer_scores(model: nn.Module, batch: torch.Tensor, config: ReliefConfig | None = None,
                  graph: PruningGraph | None = None) -> dict[str, torch.Tensor]:
-    """NNrelief scores (units x connections) of every layer on ``batch``, without pruning anything."""
-    config = config or ReliefConfig()
-    graph = graph or trace_model(model, tuple(batch.shape[1:]))
-    accumulators, handles = {}, []
-    for layer in graph.layers():
-        m = layer.module
-        acc = (ConvScoreAccumulator(m, config.conv_aggregation) if isinstance(m, nn.Conv2d)
-               else LinearScoreAccumulator(m))
-        accumulators[layer.name] = acc
-
-        def hook(module, args, acc=acc):
-            if isinstance(acc, ConvScoreAccumulator):
-                acc.update(args[0], effective(module))
-            else:
-                acc.update(args[0])
-        handles.append(m.register_forward_pre_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        model(batch)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return {name: acc.scores(effective(acc.layer), effective(acc.layer, "bias"))
-            for name, acc in accumulators.items()}
+    """NNrelief scores (units x connections [+ bias]) of every layer on ``batch``, without pruning anything: the
+    pass's own collector, :func:`relief_nb.relief.score_layers`."""
+    return score_layers(model, batch, config, graph)
 
 
 def plot_score_distributions(scores: Mapping[str, torch.Tensor], title: str = "", max_per_layer: int = 20000,

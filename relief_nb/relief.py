@@ -28,10 +28,16 @@ convs, sequences.
 
 Masks are computed in full before anything is committed: if any step fails the model's masks are restored.
 The model is traced, and anything unsupported refused, before any mask changes.
+
+:func:`score_layers` gives the scores of step 1 / 4 without pruning (the same collector, :class:`_Statistics`).
+A pass warns (:class:`ReliefWarning`) when its scoring batch is constant, so that the scores it measures mean
+nothing, and when it removes more than 90 % of the weights that remained before it.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -39,8 +45,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .graph import Gate, Merge, layer_reads
-from .masks import current_mask, mask_snapshot, restore_masks, shrink_mask
+from .graph import Gate, Merge, alive_units
+from .masks import current_mask, effective, is_pruned, kept_count, mask_snapshot, raw_weight, restore_masks, shrink_mask
+from .modes import eval_mode
 from .scores import (
     CONV_AGGREGATIONS,
     ConvAggregation,
@@ -52,9 +59,23 @@ from .scores import (
 from .selection import SELECTION_RULES, SelectionRule, check_alpha, select
 from .structure import LayerNode, PruningGraph, trace_model
 
-__all__ = ["ReliefConfig", "all_finite", "effective", "relief_prune"]
+__all__ = ["ReliefConfig", "ReliefWarning", "alive_units", "all_finite", "effective", "relief_prune", "score_layers"]
 
 _CONV_CHUNK = 250  # default scoring images per forward for models with conv layers (see ReliefConfig.chunk_size)
+_LARGE_REMOVAL = 0.9  # a pass that removes more than this fraction of the remaining weights warns
+
+
+class ReliefWarning(UserWarning):
+    """A pruning pass did something a user would probably not expect (a constant scoring batch, a pass that
+    removes almost every remaining weight)."""
+
+
+def _warn(message: str) -> None:
+    """Emit a :class:`ReliefWarning` attributed to the first caller outside relief_nb (and torch's decorators)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in ("relief_nb", "torch"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ReliefWarning, stacklevel=level)
 
 
 @dataclass(frozen=True)
@@ -98,15 +119,9 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
-def effective(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
-    """The parameter as the forward sees it (``orig * mask`` for a pruned one), or None if absent."""
-    if hasattr(module, f"{name}_orig"):
-        return getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask")
-    return getattr(module, name, None)
-
-
 class _Statistics:
-    """Forward hooks that accumulate scores, per-feature input maxima and merge-branch maps over chunks."""
+    """Forward hooks that accumulate scores, per-feature input maxima and merge-branch maps over chunks: the one
+    scoring collector (the pass and :func:`score_layers` use it)."""
 
     def __init__(self, graph: PruningGraph, layers: Iterable[LayerNode], config: ReliefConfig,
                  merges: Iterable[Merge] = ()) -> None:
@@ -180,29 +195,36 @@ class _MergeRecorder(fx.Interpreter):
         return self.stats.graph.out_axis.get(node.name, -1)
 
 
-def _layer_keep(layer: LayerNode, stats: _Statistics, alpha: float, rule: SelectionRule) -> dict[str, torch.Tensor]:
-    """Keep-masks for the layer's weight (and bias) from its scores."""
+def _connection_scores(layer: LayerNode, stats: _Statistics) -> torch.Tensor:
+    """The layer's scores from its accumulator, one row per unit: its incoming connections (a Linear layer's
+    inputs; a conv filter's kernels on the input channels of its group, one for a depthwise conv), then its bias
+    if it has one (formulas in :mod:`relief_nb.scores`)."""
     m = layer.module
     weight, bias = effective(m, "weight"), effective(m, "bias")
     groups = getattr(m, "groups", 1)
     scorer = stats.scorers[layer.name]
     if isinstance(scorer, DepthwiseScoreAccumulator):  # one connection per filter: its kernel
-        scores = scorer.scores(weight, bias)
-    else:
-        scores = scorer.scores(_dense_weight(weight, groups), bias)
-    if groups > 1 and not isinstance(scorer, DepthwiseScoreAccumulator):  # the input channels of its group
+        return scorer.scores(weight, bias)
+    scores = scorer.scores(_dense_weight(weight, groups), bias)
+    if groups > 1:  # the input channels of its group
         out, per_group = weight.shape[:2]
         cols = (torch.arange(out, device=scores.device) // (out // groups))[:, None] * per_group
         cols = cols + torch.arange(per_group, device=scores.device)
         kernel_scores = scores.gather(1, cols)
         scores = torch.cat([kernel_scores, scores[:, m.in_channels:]], dim=1)
+    return scores
+
+
+def _layer_keep(layer: LayerNode, scores: torch.Tensor, alpha: float, rule: SelectionRule) -> dict[str, torch.Tensor]:
+    """Keep-masks for the layer's weight (and bias) from its connection scores (:func:`_connection_scores`)."""
     keep = select(scores, alpha, rule)
-    n_in = weight.shape[1]
+    shape = raw_weight(layer.module).shape
+    n_in = shape[1]
     w_keep = keep[:, :n_in]
-    if weight.ndim == 4:
-        w_keep = w_keep[:, :, None, None].expand_as(weight)
+    if len(shape) == 4:
+        w_keep = w_keep[:, :, None, None].expand(shape)
     result = {"weight": w_keep}
-    if bias is not None:
+    if scores.shape[1] > n_in:
         result["bias"] = keep[:, n_in]
     return result
 
@@ -235,28 +257,11 @@ def remove_units(layer: LayerNode, remove: torch.Tensor) -> None:
     if not bool(remove.any()):
         return
     m = layer.module
-    keep = {"weight": torch.ones_like(m.weight_orig if hasattr(m, "weight_orig") else m.weight, dtype=torch.bool)}
-    if m.bias is not None or hasattr(m, "bias_orig"):
+    keep = {"weight": torch.ones_like(raw_weight(m), dtype=torch.bool)}
+    if raw_weight(m, "bias") is not None:
         keep["bias"] = torch.ones(layer.out_units, dtype=torch.bool, device=remove.device)
     _kill_units(keep, remove)
     _commit(layer, keep)
-
-
-def reads_inputs(layer: LayerNode) -> torch.Tensor:
-    """Boolean per input unit: does any surviving connection of ``layer`` read it?"""
-    mask = current_mask(layer.module, "weight") != 0
-    if mask.ndim == 4:
-        return layer_reads(layer)
-    return mask.reshape(mask.shape[0], layer.in_units, layer.features_per_channel).any(dim=(0, 2))
-
-
-def alive_units(layer: LayerNode) -> torch.Tensor:
-    """Boolean per unit: does it keep an incoming connection or its bias?"""
-    m = layer.module
-    alive = (current_mask(m, "weight") != 0).reshape(layer.out_units, -1).any(dim=1)
-    if getattr(m, "bias", None) is not None:
-        alive |= current_mask(m, "bias") != 0
-    return alive
 
 
 def _dead_units(graph: PruningGraph, stats: _Statistics, layer: LayerNode) -> torch.Tensor:
@@ -347,7 +352,7 @@ def _mask_removed_norms(graph: PruningGraph) -> None:
             present |= here
             kept |= here & alive[src][idx.clamp(min=0)]
         removed = present & ~kept & ~norm.fixed
-        if bool(removed.any()) or hasattr(norm.module, "weight_mask"):
+        if bool(removed.any()) or is_pruned(norm.module):
             for name in ("weight", "bias"):
                 if getattr(norm.module, name, None) is not None:
                     shrink_mask(norm.module, name, ~removed)
@@ -363,12 +368,39 @@ def _check_inputs(model: nn.Module, batch: torch.Tensor, graph: PruningGraph) ->
                          f"(N, {', '.join(map(str, graph.input_shape))})")
     if not all_finite(batch):
         raise ValueError("the scoring batch contains NaN or inf")
+    constant = _constant_batch(batch)
+    if constant:
+        _warn(f"the scoring batch is {constant}: importance scores measured on it are meaningless (they reflect "
+              "the weights, not the data); pass real training images (the paper uses N = 1000)")
     for layer in graph.layers():
         for name in ("weight", "bias"):
             p = effective(layer.module, name)
             if p is not None and not all_finite(p):
                 raise FloatingPointError(f"{name} of layer {layer.name} contains NaN or inf; prune a trained, "
                                          "finite model")
+
+
+def _constant_batch(batch: torch.Tensor) -> str | None:
+    """How the batch is constant (all zeros, every sample identical, one constant sample), or None if it is not.
+    Cheap: a batch of differing samples is told by comparing its first two."""
+    n = batch.shape[0]
+    if n > 1:
+        if not torch.equal(batch[1], batch[0]) or not bool((batch == batch[:1]).all()):
+            return None
+    elif not bool((batch == batch[(0,) * batch.ndim]).all()):
+        return None
+    if not bool(batch[0].any()):
+        return "all zeros"
+    return f"constant (all {n} samples identical)" if n > 1 else "a single constant sample"
+
+
+def _remaining_weights(graph: PruningGraph) -> int:
+    """Weights the masks of the prunable layers keep (no tensor work for a layer never pruned)."""
+    return sum(kept_count(layer.module)[1] for layer in graph.layers())
+
+
+def _chunk_size(config: ReliefConfig, layers: list[LayerNode], batch: torch.Tensor) -> int:
+    return config.chunk_size or (_CONV_CHUNK if any(x.kind == "conv" for x in layers) else batch.shape[0])
 
 
 def trace_for_batch(model: nn.Module, batch: torch.Tensor, ignore: Iterable[str] = ()) -> PruningGraph:
@@ -396,67 +428,105 @@ def relief_prune(
     ``ignore`` names module paths to leave dense (not scored, not pruned, read whole; e.g. attention
     projections). Returns the model's :class:`PruningGraph` (traced now unless given), useful for metrics.
     The model is traced, and anything unsupported refused, before any mask changes; nothing is committed if
-    any later step fails.
+    any later step fails. Warns (:class:`ReliefWarning`) if the batch is constant, and if the pass removes more
+    than 90 % of the weights that remained before it.
     """
     config = config or ReliefConfig()
     graph = graph or trace_for_batch(model, batch, ignore)
     batch = batch.to(next(model.parameters()).device)
     _check_inputs(model, batch, graph)
     snapshot = mask_snapshot(model)
-    was_training = model.training
-    model.eval()
-    try:
-        layers = graph.layers()
-        convs = [x for x in layers if x.kind == "conv"]
-        linears = [x for x in layers if x.kind == "linear"]
-        chunk = config.chunk_size or (_CONV_CHUNK if convs else batch.shape[0])
-        merges = graph.merges if config.residual_rule else []
-        conv_merges = [m for m in merges if m.ndim == 4] if convs else merges
-        keeps: dict[str, dict[str, torch.Tensor]] = {}
-
-        def select_layers(group: list[LayerNode], st: _Statistics, alpha: float) -> None:
-            for layer in group:
-                keep = _layer_keep(layer, st, alpha, config.selection)
-                if config.dead_units:
-                    dead = _dead_units(graph, st, layer)
-                    if bool(dead.any()):
-                        _kill_units(keep, dead.to(keep["weight"].device))
-                keeps[layer.name] = keep
-
-        def residual(group: list[Merge], st: _Statistics, alpha: float) -> None:
-            for merge in group:
-                for cut, target in zip(_residual_rule(merge, st, alpha), merge.cuts):
-                    if isinstance(target, Gate):
-                        target.mask.mul_((~cut).to(target.mask.device, target.mask.dtype))
-                    elif target is not None and target in keeps:
-                        _kill_units(keeps[target], cut.to(keeps[target]["weight"].device))
-                    elif target is not None:
-                        remove_units(graph.layer(target), cut)
-
-        stats = _Statistics(graph, layers, config, conv_merges)
-        stats.run(model, batch, chunk)
-        select_layers(convs, stats, config.alpha_conv)
-        residual(conv_merges if convs else [], stats, config.alpha_conv)
-        for layer in convs:
-            _commit(layer, keeps[layer.name])
-        # a filter removed above (dead-unit or residual rule) must be silent before the classifier is scored: its
-        # BatchNorm would otherwise still emit relu(beta - gamma mu / sqrt(var + eps)) on the second forward
-        _mask_removed_norms(graph)
-        if linears:
-            linear_merges = [m for m in merges if m.ndim != 4] if convs else merges
-            if convs:  # the classifier is scored on features of the conv-pruned network
-                stats = _Statistics(graph, linears, config, linear_merges)
-                stats.run(model, batch, chunk)
-            select_layers(linears, stats, config.alpha_fc)
-            residual(linear_merges, stats, config.alpha_fc)
-            for layer in linears:
-                _commit(layer, keeps[layer.name])
-        if config.backward_pruning:
-            _backward_sweep(graph)
-        _mask_removed_norms(graph)
-    except BaseException:
-        restore_masks(model, snapshot)
-        raise
-    finally:
-        model.train(was_training)
+    before = _remaining_weights(graph)
+    with eval_mode(model):
+        try:
+            _prune(model, batch, config, graph)
+        except BaseException:
+            restore_masks(model, snapshot)
+            raise
+    removed = 1 - _remaining_weights(graph) / before if before else 0.0
+    if removed > _LARGE_REMOVAL:
+        _warn(f"this pass removed {removed:.1%} of the {before:,} weights that remained before it, which leaves "
+              f"retraining little to work with: use a higher alpha (now alpha_conv={config.alpha_conv:g}, "
+              f"alpha_fc={config.alpha_fc:g}; closer to 1 removes less per pass), and score a trained model on real "
+              "training images")
     return graph
+
+
+def _prune(model: nn.Module, batch: torch.Tensor, config: ReliefConfig, graph: PruningGraph) -> None:
+    """Steps 1-5 of the module docstring on the model in eval mode; the caller restores the masks on failure."""
+    layers = graph.layers()
+    convs = [x for x in layers if x.kind == "conv"]
+    linears = [x for x in layers if x.kind == "linear"]
+    chunk = _chunk_size(config, layers, batch)
+    merges = graph.merges if config.residual_rule else []
+    conv_merges = [m for m in merges if m.ndim == 4] if convs else merges
+    keeps: dict[str, dict[str, torch.Tensor]] = {}
+
+    def select_layers(group: list[LayerNode], st: _Statistics, alpha: float) -> None:
+        for layer in group:
+            keep = _layer_keep(layer, _connection_scores(layer, st), alpha, config.selection)
+            if config.dead_units:
+                dead = _dead_units(graph, st, layer)
+                if bool(dead.any()):
+                    _kill_units(keep, dead.to(keep["weight"].device))
+            keeps[layer.name] = keep
+
+    def residual(group: list[Merge], st: _Statistics, alpha: float) -> None:
+        for merge in group:
+            for cut, target in zip(_residual_rule(merge, st, alpha), merge.cuts):
+                if isinstance(target, Gate):
+                    target.mask.mul_((~cut).to(target.mask.device, target.mask.dtype))
+                elif target is not None and target in keeps:
+                    _kill_units(keeps[target], cut.to(keeps[target]["weight"].device))
+                elif target is not None:
+                    remove_units(graph.layer(target), cut)
+
+    stats = _Statistics(graph, layers, config, conv_merges)
+    stats.run(model, batch, chunk)
+    select_layers(convs, stats, config.alpha_conv)
+    residual(conv_merges if convs else [], stats, config.alpha_conv)
+    for layer in convs:
+        _commit(layer, keeps[layer.name])
+    # a filter removed above (dead-unit or residual rule) must be silent before the classifier is scored: its
+    # BatchNorm would otherwise still emit relu(beta - gamma mu / sqrt(var + eps)) on the second forward
+    _mask_removed_norms(graph)
+    if linears:
+        linear_merges = [m for m in merges if m.ndim != 4] if convs else merges
+        if convs:  # the classifier is scored on features of the conv-pruned network
+            stats = _Statistics(graph, linears, config, linear_merges)
+            stats.run(model, batch, chunk)
+        select_layers(linears, stats, config.alpha_fc)
+        residual(linear_merges, stats, config.alpha_fc)
+        for layer in linears:
+            _commit(layer, keeps[layer.name])
+    if config.backward_pruning:
+        _backward_sweep(graph)
+    _mask_removed_norms(graph)
+
+
+@torch.no_grad()
+def score_layers(
+    model: nn.Module,
+    batch: torch.Tensor,
+    config: ReliefConfig | None = None,
+    graph: PruningGraph | None = None,
+    ignore: Iterable[str] = (),
+) -> dict[str, torch.Tensor]:
+    """The NNrelief scores of every prunable layer on ``batch`` (N, ...), without pruning anything.
+
+    One tensor per layer name, one row per unit: the scores of its incoming connections (a Linear layer's
+    inputs; a conv filter's kernels on the input channels of its group, one kernel for a depthwise conv), then of
+    its bias if it has one; formulas in :mod:`relief_nb.scores`. They come from the collector the pass uses, in
+    one forward over the model as it is now, so they are the scores a pass would select from with the alpha rule
+    (:func:`relief_nb.selection.select`). For the Linear layers of a network with conv layers, the pass scores
+    after pruning the convs; these are the scores before.
+    """
+    config = config or ReliefConfig()
+    graph = graph or trace_for_batch(model, batch, ignore)
+    batch = batch.to(next(model.parameters()).device)
+    _check_inputs(model, batch, graph)
+    layers = graph.layers()
+    with eval_mode(model):
+        stats = _Statistics(graph, layers, config)
+        stats.run(model, batch, _chunk_size(config, layers, batch))
+        return {layer.name: _connection_scores(layer, stats) for layer in layers}

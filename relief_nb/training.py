@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .data import Dataset, batches, prepare
+from .modes import eval_mode
 from .validation import expect
 
 __all__ = ["TrainConfig", "evaluate", "make_optimizer", "train_epoch"]
@@ -74,15 +75,12 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset,
     return total / max(count, 1)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, device: torch.device,
              batch_size: int = 1000) -> float:
     """Accuracy (fraction in [0, 1]) of ``model`` on (x, y), in eval mode."""
-    was_training = model.training
-    model.eval()
     correct = 0
-    for xb, yb in batches(x, y, batch_size):
-        pred = model(prepare(xb, ds, device)).argmax(1)
-        correct += int((pred == yb.to(device)).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for xb, yb in batches(x, y, batch_size):
+            pred = model(prepare(xb, ds, device)).argmax(1)
+            correct += int((pred == yb.to(device)).sum())
     return correct / max(len(y), 1)

@@ -11,8 +11,7 @@ from torch import nn
 
 from relief_nb import native
 from relief_nb.models import create_model, input_shape_of
-from relief_nb.plots import layer_scores
-from relief_nb.relief import ReliefConfig
+from relief_nb.relief import ReliefConfig, score_layers
 from relief_nb.scores import ConvScoreAccumulator, _out_hw, batch_abs_stats
 
 HAS_COMPILER = bool(shutil.which("cc") or shutil.which("gcc"))
@@ -119,9 +118,9 @@ def test_scores_with_and_without_kernel_agree(monkeypatch, name):
     torch.manual_seed(0)
     model = create_model(name, seed=0).eval().to(memory_format=torch.channels_last)
     x = torch.rand(6, *input_shape_of(name)).contiguous(memory_format=torch.channels_last)
-    with_kernel = layer_scores(model, x, ReliefConfig())
+    with_kernel = score_layers(model, x, ReliefConfig())
     monkeypatch.setenv("RELIEF_NB_NATIVE", "0")
-    without = layer_scores(model, x, ReliefConfig())
+    without = score_layers(model, x, ReliefConfig())
     for layer, s in with_kernel.items():
         torch.testing.assert_close(s, without[layer], rtol=2e-5, atol=1e-6, msg=layer)
 

@@ -201,6 +201,34 @@ def test_score_distributions(scores):
     check_figure(fig, "LeNet-300-100 on MNIST", "scores")
 
 
+@pytest.mark.parametrize("net", ["mobilenetv2", "grouped"])
+def test_layer_scores_of_depthwise_and_grouped_convs(net):
+    """layer_scores is the pass's own collector (relief_nb.relief.score_layers): it scores depthwise and grouped
+    convs (one row per filter, one column per input channel of its group, then the bias), and plots them."""
+    from nets import MobileNetV2
+
+    from relief_nb.relief import score_layers
+
+    torch.manual_seed(0)
+    if net == "mobilenetv2":
+        model, shape = MobileNetV2(), (3, 16, 16)
+    else:
+        model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 12, 3, padding=1, groups=2),
+                              nn.ReLU(), nn.Conv2d(12, 12, 3, groups=12), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(12 * 6 * 6, 5))
+        shape = (4, 8, 8)
+    x = torch.rand(8, *shape)
+    scores = plots.layer_scores(model, x)
+    same = score_layers(model, x)
+    assert scores.keys() == same.keys() and all(torch.equal(scores[k], same[k]) for k in scores)
+    grouped = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert grouped
+    for name, m in grouped:
+        assert scores[name].shape == (m.out_channels, m.in_channels // m.groups + (m.bias is not None))
+        assert bool(torch.isfinite(scores[name]).all()) and bool((scores[name] >= 0).all())
+    check_figure(plots.plot_score_distributions(scores, network=net), "scores")
+
+
 def test_alpha_rule():
     unit = torch.rand(301, generator=torch.Generator().manual_seed(0)) ** 4
     fig = plots.plot_alpha_rule(unit, 0.95, network="lenet300-100", unit="fc2, unit 0")
