@@ -20,8 +20,7 @@ Registered methods (``list_methods()``; formulas in each class's docstring): ``r
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar, Protocol, runtime_checkable
@@ -30,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .masks import current_mask, shrink_mask
+from .masks import current_mask, raw_weight, shrink_mask
+from .modes import eval_mode
 from .relief import ReliefConfig, all_finite, relief_prune
 from .structure import PruningGraph
 
@@ -63,7 +63,7 @@ def _count(value, what: str) -> int:
 
 
 def _weight_size(module: nn.Module) -> int:
-    return getattr(module, "weight_orig", module.weight).numel()
+    return raw_weight(module).numel()
 
 
 def _remaining(module: nn.Module) -> int:
@@ -199,19 +199,6 @@ def _device(graph: PruningGraph) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-@contextmanager
-def _eval_mode(graph: PruningGraph) -> Iterator[nn.Module]:
-    """The traced model in eval mode; every module's own mode is restored afterwards."""
-    modules = list(graph.gm.modules())
-    modes = [m.training for m in modules]
-    graph.gm.eval()
-    try:
-        yield graph.gm
-    finally:
-        for m, mode in zip(modules, modes):
-            m.training = mode
-
-
 def _per_layer_plan(name: str, graph: PruningGraph, budget: Budget) -> list[tuple[str, nn.Module, int]]:
     """(layer, module, count to keep) for each layer the budget names, in the graph's order, checked."""
     if budget.per_layer is None:
@@ -244,7 +231,7 @@ def _keep_largest(modules: Sequence[nn.Module], saliencies: Sequence[torch.Tenso
 def _weight(module: nn.Module) -> torch.Tensor:
     """The unmasked weight (``weight_orig`` once pruned), detached and contiguous (channels-last conv weights
     are laid out otherwise; every mask here is built in the logical order)."""
-    return getattr(module, "weight_orig", module.weight).detach().contiguous()
+    return raw_weight(module).detach().contiguous()
 
 
 # ---------------------------------------------------------------------------------------------------- methods
@@ -267,7 +254,7 @@ class ReliefMethod:
     def prune(self, graph: PruningGraph, inputs: torch.Tensor | None, targets: torch.Tensor | None = None,
               budget: Budget | None = None, generator: torch.Generator | None = None) -> None:
         _check_call(self, graph, inputs, targets, budget)
-        with _eval_mode(graph) as model:  # relief_prune sets eval itself; this restores each module's own mode
+        with eval_mode(graph.gm, no_grad=False) as model:  # restores each module's own mode afterwards
             relief_prune(model, inputs, self.config, graph)
 
 
@@ -352,12 +339,12 @@ class SnipMethod:
         if not plan:
             return
         device = _device(graph)
-        params = [getattr(module, "weight_orig", module.weight) for _, module, _ in plan]
+        params = [raw_weight(module) for _, module, _ in plan]
         grad_flags = [p.requires_grad for p in params]
         try:
             for p in params:
                 p.requires_grad_(True)
-            with _eval_mode(graph) as model, torch.enable_grad():
+            with eval_mode(graph.gm, no_grad=False) as model, torch.enable_grad():
                 logits = model(inputs.to(device))
                 if logits.ndim != 2 or not all_finite(logits):
                     raise ValueError(f"{self.name} needs finite logits (N, classes) from the model, got "
@@ -408,7 +395,7 @@ class MagActMethod:
 
         handles = [module.register_forward_pre_hook(recorder(layer)) for layer, module, _ in plan]
         try:
-            with _eval_mode(graph) as model, torch.no_grad():
+            with eval_mode(graph.gm) as model:
                 model(inputs.to(_device(graph)))
         finally:
             for h in handles:
