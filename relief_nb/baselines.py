@@ -4,7 +4,7 @@ and random. Weights are pruned one by one (unstructured); biases are left alone.
 The implementations live in :mod:`relief_nb.methods` (one interface and a registry, with SNIP and MagAct
 besides); these are the historical entry points, thin wrappers over it.
 
-In an experiment (``ExperimentConfig(method=..., reference=<NNrelief run folder>)``) each iteration prunes to
+In an experiment (``ExperimentConfig.of(method=..., reference=<NNrelief run name>)``) each iteration prunes to
 the per-layer (``magnitude_layer``, ``random``) or total (``magnitude_global``) number of weights NNrelief
 kept at the same iteration, and retrains with the same budget.
 """
