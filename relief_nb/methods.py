@@ -316,8 +316,31 @@ class RandomMethod:
             shrink_mask(module, "weight", mask)
 
 
+class _SaliencyMethod:
+    """A baseline that scores every surviving weight (:meth:`saliencies`, one tensor per layer of the plan) and
+    keeps, per layer, the ``budget.per_layer[layer]`` largest."""
+
+    name: str
+    needs_budget: ClassVar[bool] = True
+    needs_inputs: ClassVar[bool] = True
+    needs_targets: ClassVar[bool] = False
+
+    def saliencies(self, graph: PruningGraph, plan: list[tuple[str, nn.Module, int]], inputs: torch.Tensor,
+                   targets: torch.Tensor | None) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def prune(self, graph: PruningGraph, inputs: torch.Tensor | None, targets: torch.Tensor | None = None,
+              budget: Budget | None = None, generator: torch.Generator | None = None) -> None:
+        _check_call(self, graph, inputs, targets, budget)
+        plan = _per_layer_plan(self.name, graph, budget)
+        if not plan:
+            return
+        for (layer, module, count), saliency in zip(plan, self.saliencies(graph, plan, inputs, targets)):
+            _keep_largest([module], [saliency], count, f"{self.name}, layer {layer}")
+
+
 @dataclass(frozen=True)
-class SnipMethod:
+class SnipMethod(_SaliencyMethod):
     """SNIP (Lee et al. 2019): saliency ``|w * dL/dw|``, with ``L`` the mean cross-entropy of the model (eval
     mode) on ``(inputs, targets)``, from one backward pass; per layer, the ``budget.per_layer[layer]`` surviving
     weights of largest saliency are kept.
@@ -328,16 +351,10 @@ class SnipMethod:
 
     name: str = "snip"
     label: str = "SNIP"
-    needs_budget: ClassVar[bool] = True
-    needs_inputs: ClassVar[bool] = True
     needs_targets: ClassVar[bool] = True
 
-    def prune(self, graph: PruningGraph, inputs: torch.Tensor | None, targets: torch.Tensor | None = None,
-              budget: Budget | None = None, generator: torch.Generator | None = None) -> None:
-        _check_call(self, graph, inputs, targets, budget)
-        plan = _per_layer_plan(self.name, graph, budget)
-        if not plan:
-            return
+    def saliencies(self, graph: PruningGraph, plan: list[tuple[str, nn.Module, int]], inputs: torch.Tensor,
+                   targets: torch.Tensor | None) -> list[torch.Tensor]:
         device = _device(graph)
         params = [raw_weight(module) for _, module, _ in plan]
         grad_flags = [p.requires_grad for p in params]
@@ -357,13 +374,12 @@ class SnipMethod:
         finally:
             for p, flag in zip(params, grad_flags):
                 p.requires_grad_(flag)
-        for (layer, module, count), w, g in zip(plan, params, grads):
-            g = torch.zeros_like(w) if g is None else g
-            _keep_largest([module], [(w.detach() * g).abs().contiguous()], count, f"{self.name}, layer {layer}")
+        return [(w.detach() * (torch.zeros_like(w) if g is None else g)).abs().contiguous()
+                for w, g in zip(params, grads)]
 
 
 @dataclass(frozen=True)
-class MagActMethod:
+class MagActMethod(_SaliencyMethod):
     """Weight times activation, ShrinkBench's "MagAct" (Blalock et al. 2020): saliency ``|w_ij| * mean|a_j|``,
     with ``a_j`` the input the weight multiplies, averaged over the batch (and, for a conv, over the input
     channel's positions: ``mean |a|`` per input channel), from one forward pass in eval mode (forward pre-hooks
@@ -374,16 +390,9 @@ class MagActMethod:
 
     name: str = "magact"
     label: str = "MagAct"
-    needs_budget: ClassVar[bool] = True
-    needs_inputs: ClassVar[bool] = True
-    needs_targets: ClassVar[bool] = False
 
-    def prune(self, graph: PruningGraph, inputs: torch.Tensor | None, targets: torch.Tensor | None = None,
-              budget: Budget | None = None, generator: torch.Generator | None = None) -> None:
-        _check_call(self, graph, inputs, targets, budget)
-        plan = _per_layer_plan(self.name, graph, budget)
-        if not plan:
-            return
+    def saliencies(self, graph: PruningGraph, plan: list[tuple[str, nn.Module, int]], inputs: torch.Tensor,
+                   targets: torch.Tensor | None) -> list[torch.Tensor]:
         activity: dict[str, torch.Tensor] = {}
 
         def recorder(layer: str):
@@ -400,7 +409,8 @@ class MagActMethod:
         finally:
             for h in handles:
                 h.remove()
-        for layer, module, count in plan:
+        out = []
+        for layer, module, _ in plan:
             w = _weight(module)
             a = activity[layer].to(w.dtype)
             if isinstance(module, nn.Conv2d):
@@ -408,8 +418,8 @@ class MagActMethod:
                 group = torch.arange(out_ch, device=w.device) // (out_ch // module.groups)
                 channel = group[:, None] * per_group + torch.arange(per_group, device=w.device)[None, :]
                 a = a[channel].view(out_ch, per_group, *([1] * (w.ndim - 2)))
-            saliency = w.abs() * a
-            _keep_largest([module], [saliency], count, f"{self.name}, layer {layer}")
+            out.append(w.abs() * a)
+        return out
 
 
 # --------------------------------------------------------------------------------------------------- registry
