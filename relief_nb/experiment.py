@@ -14,6 +14,7 @@ so an interruption loses at most the epoch in flight and :func:`run_experiment` 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import inspect
@@ -185,8 +186,10 @@ def _files_signature(folder: Path) -> tuple:
                         for st in [p.stat()]))
 
 
+@functools.cache
 def _git_commit() -> str | None:
-    """The commit of the relief_nb checkout this code runs from (None when installed from a wheel)."""
+    """The commit of the relief_nb checkout this process runs (read once: the code it imported; None when
+    installed from a wheel)."""
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
@@ -612,7 +615,10 @@ class Run:
         info = json.loads(path.read_text()) if path.exists() else {}
         info.update(synthetic=self.config.data.synthetic, device=str(self.device), data=self._data().name,
                     data_fingerprint=self.data_fingerprint(), model_fingerprint=self._model_weights(),
-                    relief_nb=__version__, git_commit=_git_commit(), torch=torch.__version__, **self.meta, **extra)
+                    relief_nb=__version__, torch=torch.__version__, **self.meta, **extra)
+        commits = info.setdefault("git_commits", [])  # the code of every process that worked on the run, in order
+        if _git_commit() not in commits:
+            commits.append(_git_commit())
         info.setdefault("stopped_early", False)
         tmp = self.folder / ".run.json.tmp"
         tmp.write_text(json.dumps(info, indent=2))
