@@ -366,6 +366,12 @@ def _check_inputs(model: nn.Module, batch: torch.Tensor, graph: PruningGraph) ->
     if tuple(batch.shape[1:]) != tuple(graph.input_shape):
         raise ValueError(f"the scoring batch has shape {tuple(batch.shape)} but the model expects "
                          f"(N, {', '.join(map(str, graph.input_shape))})")
+    param = next(model.parameters(), None)
+    if param is not None and batch.dtype != param.dtype:
+        hint = " (uint8 pixels: relief_nb.data.prepare(x, dataset, device), or x.float() / 255)" \
+            if batch.dtype == torch.uint8 else ""
+        raise TypeError(f"the scoring batch is {batch.dtype} but the model's weights are {param.dtype}; pass "
+                        f"inputs as the model takes them, e.g. batch.to({param.dtype}){hint}")
     if not all_finite(batch):
         raise ValueError("the scoring batch contains NaN or inf")
     constant = _constant_batch(batch)

@@ -554,3 +554,12 @@ def test_a_normal_pass_emits_no_relief_warning(name):
         for _ in range(2):
             relief_prune(model, x)
         score_layers(model, x[:1])  # a single real image is not constant
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.float64])
+def test_a_batch_of_another_dtype_is_refused_with_the_fix(dtype):
+    model = create_model("lenet300-100", seed=0)
+    batch = (torch.rand(16, 1, 28, 28) * 255).to(dtype)
+    with pytest.raises(TypeError, match=rf"scoring batch is {dtype} but the model's weights are torch.float32"):
+        relief_prune(model, batch)
+    assert not any(name.endswith("_mask") for name, _ in model.named_buffers())  # nothing was pruned
