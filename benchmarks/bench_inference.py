@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pruned_model(name: str, runs: Path) -> tuple[torch.nn.Module, str]:
-    for config_path in sorted(runs.glob("*/config.json")):
+    for config_path in sorted(runs.glob("*/seed_*/config.json")):
         cfg = ExperimentConfig.from_dict(json.loads(config_path.read_text()))
         usable = cfg.method.name == "relief" and not cfg.data.synthetic and (config_path.parent / "final.pt").exists()
         if cfg.model == name and usable:

@@ -59,8 +59,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class MethodConfig:
     """The pruning method (a name of :mod:`relief_nb.methods`) and its settings. A baseline is pruned, at every
-    iteration, to the per-layer budget of its ``reference`` (an NNrelief run's folder name, beside its own: a
-    name, not a path, so the same baseline is one run from anywhere); its ``relief`` settings name the reference."""
+    iteration, to the per-layer budget of its ``reference``: the NNrelief experiment's folder name, beside its own
+    (a name, not a path, so the same baseline is one run from anywhere), whose run of the same seed it follows; its
+    ``relief`` settings name the reference."""
 
     name: str = "relief"
     relief: ReliefConfig = field(default_factory=ReliefConfig)
@@ -72,8 +73,8 @@ class MethodConfig:
         if self.name not in list_methods():
             raise ValueError(f"unknown method {self.name!r}; choose one of {list_methods()}")
         if self.name != "relief" and self.reference is None:
-            raise ValueError(f"the {self.name} baseline needs reference=<folder name of an NNrelief run>")
-        expect("reference", self.reference, (str, type(None)), example="<an NNrelief run's folder name>")
+            raise ValueError(f"the {self.name} baseline needs reference=<folder name of an NNrelief experiment>")
+        expect("reference", self.reference, (str, type(None)), example="<an NNrelief experiment's folder name>")
 
 
 def _paper_stage() -> TrainConfig:
@@ -185,9 +186,20 @@ class ExperimentConfig:
         mine, default = self.flat(), ExperimentConfig().flat()
         return {k: v for k, v in mine.items() if k not in STOPPING_RULES and v != default[k]}
 
+    def experiment_name(self, data_fingerprint: str, model_fingerprint: str | None = None) -> str:
+        """The experiment's folder, shared by its seeds: the main settings, then a hash of :meth:`identity` (seed
+        aside), the fingerprint of the data read and, for a model of your own, of its initial weights."""
+        identity = {k: v for k, v in self.identity().items() if k != "seed"}
+        key = {**identity, "data": data_fingerprint, "model_weights": model_fingerprint}
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self._readable(_slug)}_{digest}"
+
     def run_name(self, data_fingerprint: str, model_fingerprint: str | None = None) -> str:
-        """Readable and unique: the main settings, then a hash of :meth:`identity`, the fingerprint of the data
-        read and, for a model of your own, of its initial weights."""
+        """The run's folder relative to the runs folder: ``<experiment>/seed_<seed>`` (seeds as folders)."""
+        return f"{self.experiment_name(data_fingerprint, model_fingerprint)}/seed_{self.seed}"
+
+    def interim_run_name(self, data_fingerprint: str, model_fingerprint: str | None = None) -> str:
+        """The flat name development versions of 0.2 used (``..._s<seed>_<hash>``), for migration."""
         key = {**self.identity(), "data": data_fingerprint, "model_weights": model_fingerprint}
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self._readable(_slug)}_s{self.seed}_{digest}"

@@ -3,13 +3,14 @@
 A run is identified, as in OpenLTH, by a hash of the settings that change its results: the settings that differ
 from :class:`ExperimentConfig`'s defaults, the fingerprint of the data actually read and, for a model of your own,
 of its initial weights. Stopping rules (``iterations``, ``target_compression``) are not part of it: a longer run
-continues the shorter one's folder, and a shorter one reads the first iterations back. The folder holds
-``config.json``, ``run.json`` (provenance: package version, git commit, data fingerprint, preset and profile),
-``metrics.csv`` / ``metrics.json`` (one row per iteration), ``layers.csv`` (one row per layer and iteration),
-``init.pt`` (the initial weights, written once), ``masks/iter_XX.pt`` (the model after each iteration, masks
-included), ``best.pt`` (the best-validation model of the stage in flight) and ``checkpoint.pt`` (one model, the
-optimizer and the typed :class:`RunState`), each replaced atomically after every epoch and every pruning step,
-so an interruption loses at most the epoch in flight and :func:`run_experiment` resumes where it stopped.
+continues the shorter one's folder, and a shorter one reads the first iterations back. Seeds and iterations are
+folders: ``<runs>/<experiment>/seed_<k>/`` holds ``config.json``, ``run.json`` (provenance: package version, git
+commits, data fingerprint, preset and profile), ``metrics.csv`` / ``metrics.json`` (one row per iteration),
+``layers.csv`` (one row per layer and iteration), ``init.pt`` (the initial weights, written once),
+``iterations/XX/`` (``model.pt``, the model after iteration XX with its masks, and ``metrics.json``, its row),
+``best.pt`` (the best-validation model of the stage in flight) and ``checkpoint.pt`` (one model, the optimizer and
+the typed :class:`RunState`), each replaced atomically after every epoch and every pruning step, so an
+interruption loses at most the epoch in flight and :func:`run_experiment` resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,10 @@ def _weights_fingerprint(model: torch.nn.Module) -> str:
 _FINGERPRINTS: dict[tuple, str] = {}
 
 
+def _json_row(row: dict[str, Any]) -> str:
+    return json.dumps({k: v.item() if hasattr(v, "item") else v for k, v in row.items()}, indent=1)
+
+
 def _files_signature(folder: Path) -> tuple:
     """Names, sizes and modification times of the files directly in ``folder`` (a changed file changes it)."""
     if not folder.is_dir():
@@ -238,28 +243,31 @@ class Run:
         folder = Path(folder)
         if config is None:
             config = ExperimentConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        run = cls(config, folder.parent, progress=False, device="cpu")
+        run = cls(config, folder.parent.parent, progress=False, device="cpu")
         run._folder = folder
+        run._migrate_iterations()
         return run
 
     @property
     def label(self) -> str:
-        return self._label or self.folder.name
+        return self._label or f"{self.folder.parent.name}/{self.folder.name}"
 
     def run_name(self) -> str:
-        """The folder name: :meth:`ExperimentConfig.run_name` with this run's data (and model) fingerprints."""
+        """``<experiment>/seed_<seed>`` (:meth:`ExperimentConfig.run_name` with this run's fingerprints)."""
         return self.config.run_name(self.data_fingerprint(), self._model_weights())
+
+    def experiment_name(self) -> str:
+        """The folder shared by this run's seeds (a baseline's ``reference`` names one)."""
+        return self.config.experiment_name(self.data_fingerprint(), self._model_weights())
 
     @property
     def folder(self) -> Path:
-        """``results_dir/<run name>``; the name hashes the data read, so the data are loaded (once) to know it."""
+        """``results_dir/<experiment>/seed_<seed>``; the name hashes the data read, so the data are loaded (once)
+        to know it. An older folder of the same run is migrated to it first."""
         if self._folder is None:
-            cfg = self.config
-            if self._user_data is None and self._factory is None and cfg.model in MODELS and \
-                    cfg.data.name in DATASETS:
-                self._migrate_legacy()
-            if self._folder is None:
-                self._folder = self.results_dir / self.run_name()
+            self._folder = self.results_dir / self.run_name()
+            self._migrate_names()
+            self._migrate_iterations()
         return self._folder
 
     def data_fingerprint(self) -> str:
@@ -267,10 +275,10 @@ class Run:
         remembered per process (keyed by the files' sizes and times), so naming many runs loads the data once."""
         if self._user_data is not None or self.config.data.name not in DATASETS:
             return data_fingerprint(self._data())
-        cfg = self.config
-        data = cfg.data
-        key = (data.name, data.synthetic, cfg.seed if data.synthetic else None, data.n_train, data.n_test,
-               None if data.synthetic else _files_signature(self.data_dir / DATASETS[data.name].folder))
+        data = self.config.data
+        if data.synthetic:  # the stand-in is a function of the seed, which the seed folder already names
+            return f"synthetic-{data.name}-{data.n_train}-{data.n_test}"
+        key = (data.name, data.n_train, data.n_test, _files_signature(self.data_dir / DATASETS[data.name].folder))
         if key not in _FINGERPRINTS:
             _FINGERPRINTS[key] = data_fingerprint(self._data())
         return _FINGERPRINTS[key]
@@ -288,18 +296,46 @@ class Run:
         return state.stopped_early or (bool(state.rows) and state.rows[-1]["iteration"] >= self._wanted_last(
             state.rows))
 
-    def _migrate_legacy(self) -> None:
-        """A folder made by relief_nb 0.1 for these settings is renamed to today's name (data assumed unchanged)."""
-        legacy = self.results_dir / self.config.legacy_run_name()
-        if not (legacy / "config.json").exists():
-            return
-        target = self.results_dir / self.config.run_name(self.data_fingerprint(), None)
+    def _migrate_names(self) -> None:
+        """A folder of this run under an older name is moved to today's: relief_nb 0.1's (every setting hashed;
+        registered models and data only, which the data are then assumed to be) or 0.2 development's (flat)."""
+        target = self._folder
         if target.exists():
             return
-        os.replace(legacy, target)
-        print(f"migrated run folder {legacy.name} -> {target.name} (relief_nb 0.1 name; now named by its settings "
-              "and the fingerprint of the data, assumed to be the data it was made with)", file=sys.stderr)
-        self._folder = target
+        cfg = self.config
+        older = [cfg.interim_run_name(self.data_fingerprint(), self._model_weights())]
+        if self._user_data is None and self._factory is None and cfg.model in MODELS and cfg.data.name in DATASETS:
+            older.append(cfg.legacy_run_name())
+        for name in older:
+            source = self.results_dir / name
+            if (source / "config.json").exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+                print(f"migrated run folder {name} -> {target.parent.name}/{target.name} (an older layout; runs are "
+                      "now named by their settings and data, seeds are folders)", file=sys.stderr)
+                return
+
+    def _migrate_iterations(self) -> None:
+        """0.1 kept ``masks/iter_XX.pt``; iterations are now folders ``iterations/XX/`` (model.pt, metrics.json)."""
+        old = self._folder / "masks"
+        if not old.is_dir():
+            return
+        for path in sorted(old.glob("iter_*.pt")):
+            k = int(path.stem.split("_")[1])
+            (self._folder / "iterations" / f"{k:02d}").mkdir(parents=True, exist_ok=True)
+            os.replace(path, self.iteration_folder(k) / "model.pt")
+        metrics = self._folder / "metrics.csv"
+        if metrics.exists():
+            for row in pd.read_csv(metrics).to_dict("records"):
+                folder = self.iteration_folder(int(row["iteration"]))
+                if folder.is_dir():
+                    (folder / "metrics.json").write_text(_json_row(row))
+        if not any(old.iterdir()):
+            old.rmdir()
+
+    def iteration_folder(self, k: int) -> Path:
+        """``iterations/XX/``: the model after iteration ``k`` (``model.pt``, masks included) and its metrics row."""
+        return self.folder / "iterations" / f"{k:02d}"
 
     # ------------------------------------------------------------------ setup
     def _data(self) -> Dataset:
@@ -318,9 +354,9 @@ class Run:
             self._dataset = ds.subset(cfg.data.n_train, cfg.data.n_test) if subset else ds
         return self._dataset
 
-    def _build_model(self, ds: Dataset) -> torch.nn.Module:
-        """The model with its initial weights: seeded by ``config.seed`` whatever builds it."""
-        cfg = self.config
+    def _build_model(self, ds: Dataset, seed: int | None = None) -> torch.nn.Module:
+        """The model with its initial weights: seeded by ``seed`` (default ``config.seed``) whatever builds it."""
+        cfg = replace(self.config, seed=self.config.seed if seed is None else seed)
         factory = self._factory or (resolve_factory(cfg.model) if ":" in cfg.model else None)
         if factory is None:
             if cfg.model not in MODELS:
@@ -335,7 +371,8 @@ class Run:
         if self._factory is None and ":" not in self.config.model:
             return None  # registered models are named by the registry and built from the seed
         if self._model_fingerprint is None:
-            self._model_fingerprint = _weights_fingerprint(self._build_model(self._data()))
+            # what the factory builds at seed 0 identifies it; the seed itself is the run's folder
+            self._model_fingerprint = _weights_fingerprint(self._build_model(self._data(), seed=0))
         return self._model_fingerprint
 
     def _setup(self) -> None:
@@ -457,7 +494,7 @@ class Run:
 
     def _run_locked(self, resume: bool) -> pd.DataFrame:
         cfg = self.config
-        (self.folder / "masks").mkdir(exist_ok=True)
+        (self.folder / "iterations").mkdir(exist_ok=True)
         config_path = self.folder / "config.json"
         if not config_path.exists():
             config_path.write_text(json.dumps(self.config.to_dict(), indent=2))
@@ -511,15 +548,20 @@ class Run:
         return tqdm(iterable, **kwargs)
 
     def _reference_folder(self) -> Path:
+        """The NNrelief run a baseline follows: ``<runs>/<reference>/seed_<seed>`` for an experiment's name; a
+        run folder's own path (absolute, or relative to the runs folder) as it is."""
         ref = Path(self.config.method.reference or "")
-        return ref if len(ref.parts) > 1 or ref.is_absolute() else self.folder.parent / ref
+        runs = self.folder.parent.parent
+        if ref.is_absolute():
+            return ref
+        return runs / ref if len(ref.parts) > 1 else runs / ref / f"seed_{self.config.seed}"
 
     def _step(self, state: RunState) -> None:
         cfg = self.config
         if state.phase == "pretrain":
             if cfg.method.reference is not None:  # a baseline starts from the reference run's pretrained model
-                load_pruned_state_dict(self.model, torch.load(self._reference_folder() / "masks" / "iter_00.pt",
-                                                              map_location=self.device))
+                load_pruned_state_dict(self.model, torch.load(self._reference_folder() / "iterations" / "00" /
+                                                              "model.pt", map_location=self.device))
             else:
                 self._train_stage(state, cfg.schedule.pretrain, "pretrain")
             self._finish_iteration(state)
@@ -579,11 +621,13 @@ class Run:
         if cfg.schedule.tolerance is not None and state.rows:
             baseline = state.rows[0]["val_acc"]
             if row["val_acc"] < baseline - cfg.schedule.tolerance:
-                stop = True  # keep the last model within tolerance: masks/iter_{k-1}.pt, final.pt
+                stop = True  # keep the last model within tolerance: iterations/{k-1}/, final.pt
         if not stop:
             state.rows.append(row)
             state.layers += layers
-            _atomic_save(self.model.state_dict(), self.folder / "masks" / f"iter_{k:02d}.pt")
+            self.iteration_folder(k).mkdir(parents=True, exist_ok=True)
+            _atomic_save(self.model.state_dict(), self.iteration_folder(k) / "model.pt")
+            (self.iteration_folder(k) / "metrics.json").write_text(_json_row(row))
             _atomic_save(self.model.state_dict(), self.folder / "final.pt")
         state.stopped_early = stop
         self._write_metrics(state)
@@ -647,7 +691,7 @@ class Run:
         if iteration is None:
             metrics = self.metrics()
             iteration = int(metrics.iteration.max()) if len(metrics) else 0
-        path = self.folder / f"masks/iter_{iteration:02d}.pt"
+        path = self.iteration_folder(iteration) / "model.pt"
         model = self._build_model(self._data())
         load_pruned_state_dict(model, torch.load(path, map_location="cpu"))
         return model

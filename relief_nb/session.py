@@ -297,7 +297,7 @@ class Session:
                 continue
             for method in BASELINES:
                 iterations = self.params.get("baseline_iterations") or reference.config.schedule.iterations
-                cfg = override(reference.config, method=method, reference=reference.folder.name,
+                cfg = override(reference.config, method=method, reference=reference.folder.parent.name,
                               iterations=min(iterations, reference.config.schedule.iterations))
                 out[name][method] = self._execute(cfg, f"{name} {METHOD_LABELS[method]}")
         return out

@@ -178,7 +178,7 @@ def expand_grid(experiment: str | Sequence[str], alpha_conv: float | Sequence[fl
                     relief = cfg.method.relief
                     coords.update(alpha_conv=relief.alpha_conv, alpha_fc=relief.alpha_fc, seed=cfg.seed)
                     if method != "relief" and reference is not None:
-                        cfg = override(cfg, method=method, reference=reference.name)
+                        cfg = override(cfg, method=method, reference=reference.name.rsplit("/", 1)[0])
                     run = SweepRun(coords, cfg, reference=reference.name if reference else None,
                                    name=Run(cfg, data_dir=data_path, device="cpu", progress=False).run_name())
                 except Exception as err:  # an invalid point is reported, the grid goes on

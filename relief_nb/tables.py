@@ -52,13 +52,13 @@ def gather_results(runs_dir: str | os.PathLike) -> pd.DataFrame:
     A run folder is named after its hyperparameters, so each run appears once however many notebooks used it.
     """
     rows = []
-    for config_path in sorted(Path(runs_dir).glob("*/config.json")):
+    for config_path in sorted(Path(runs_dir).glob("*/seed_*/config.json")):
         folder = config_path.parent
         if not (folder / "metrics.csv").exists():
             continue
         cfg = ExperimentConfig.from_dict(json.loads(config_path.read_text()))
         row = final_row(experiment_name(cfg), Run.at(folder, cfg))
-        row["run"] = folder.name
+        row["run"] = f"{folder.parent.name}/{folder.name}"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -131,7 +131,7 @@ def test_tour_executes_headless_with_figures_and_results(tmp_path, capfd):
     assert "papermill" not in nb.metadata  # timestamps stripped
     figures = sorted(p.name for p in (tmp_path / "smoke" / "tour" / "figures").glob("*.png"))
     assert "tour_alpha_rule.png" in figures and "tour_pixels_final.png" in figures
-    runs = {p.parent.name.split("_")[0]: p for p in (tmp_path / "smoke" / "runs").glob("*/metrics.json")}
+    runs = {p.parent.parent.name.split("_")[0]: p for p in (tmp_path / "smoke" / "runs").glob("*/seed_0/metrics.json")}
     assert sorted(runs) == ["lenet300-100", "two-branch"]  # the preset's run and the user-defined network's
     assert len(json.loads(runs["lenet300-100"].read_text())) == 3
     assert "tour_own_network.png" in figures

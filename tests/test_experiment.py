@@ -35,17 +35,18 @@ def test_run_records_every_iteration(tmp_path):
     assert metrics.compression.iloc[0] == 1 and metrics.compression.is_monotonic_increasing
     assert metrics.compression.iloc[-1] > 1.5
     for name in ("config.json", "metrics.csv", "metrics.json", "layers.csv", "final.pt", "checkpoint.pt",
-                 "init.pt", "masks/iter_00.pt", "masks/iter_02.pt"):
+                 "init.pt", "iterations/00/model.pt", "iterations/02/model.pt", "iterations/02/metrics.json"):
         assert (run.folder / name).exists(), name
     assert json.loads((run.folder / "run.json").read_text())["synthetic"] is True
     layers = run.layers()
     assert set(layers.layer) == {"fc1", "fc2", "fc3"} and len(layers) == 9
     # masks only shrink from iteration to iteration
-    m1, m2 = (torch.load(run.folder / f"masks/iter_0{i}.pt") for i in (1, 2))
+    m1, m2 = (torch.load(run.iteration_folder(i) / "model.pt") for i in (1, 2))
     for key in m1:
         if key.endswith("_mask"):
             assert (m2[key] <= m1[key]).all()
-    assert run.folder.name.startswith("lenet300-100_mnist-synthetic_ac0.9_af0.95_s0_")
+    assert run.folder.name == "seed_0"
+    assert run.folder.parent.name.startswith("lenet300-100_mnist-synthetic_ac0.9_af0.95_")
     model = run.load_model()
     assert sum(int(m.sum()) for k, m in model.state_dict().items() if k.endswith("weight_mask")) > 0
 

@@ -58,7 +58,7 @@ def test_full_experiment_on_a_model_and_data_defined_here(tmp_path):
     assert metrics.iteration.tolist() == [0, 1, 2]
     assert metrics.compression.iloc[-1] > 1.5 and metrics.test_acc.iloc[0] > 0.8
     assert torch.equal(data[0], before)  # the caller's float images are read, never scaled in place
-    assert run.folder.name.startswith("tiny-mlp_blobs_ac0.9_af0.9_s0_")
+    assert run.folder.name == "seed_0" and run.folder.parent.name.startswith("tiny-mlp_blobs_ac0.9_af0.9_")
     info = json.loads((run.folder / "run.json").read_text())
     assert info["data"] == "blobs" and info["data_fingerprint"] == data_fingerprint(as_dataset(data))
     assert info["model_fingerprint"] and info["relief_nb"]
@@ -93,8 +93,9 @@ def test_full_experiment_through_the_cli(tmp_path, monkeypatch, capsys):
                  "--no-progress"])
     out = capsys.readouterr()
     assert code == 0, out.err
-    folders = list((tmp_path / "results" / "smoke" / "runs").iterdir())
-    assert len(folders) == 1 and folders[0].name.startswith("mynets-make_net_digits_")
+    experiments = list((tmp_path / "results" / "smoke" / "runs").iterdir())
+    assert len(experiments) == 1 and experiments[0].name.startswith("mynets-make_net_digits_")
+    folders = [experiments[0] / "seed_0"]
     metrics = pd.read_csv(folders[0] / "metrics.csv")
     assert metrics.iteration.tolist() == [0, 1, 2] and metrics.compression.iloc[-1] > 1
     info = json.loads((folders[0] / "run.json").read_text())
@@ -174,10 +175,10 @@ def test_changed_data_make_a_new_run_and_equal_data_the_same(tmp_path):
     same = tuple(t.clone() for t in data)
     changed = tuple(t.clone() for t in data)
     changed[3][0] = (changed[3][0] + 1) % 3  # one test label
-    names = [Run(config(), tmp_path, data=d, model=make_net).folder.name for d in (data, same, changed)]
+    names = [Run(config(), tmp_path, data=d, model=make_net).run_name() for d in (data, same, changed)]
     assert names[0] == names[1] != names[2]
     as_object = Dataset("blobs", *(t.clone() for t in data), num_classes=3)
-    assert Run(config(), tmp_path, data=as_object, model=make_net).folder.name == names[0]
+    assert Run(config(), tmp_path, data=as_object, model=make_net).run_name() == names[0]
 
 
 def test_a_changed_model_factory_makes_a_new_run(tmp_path):
@@ -207,14 +208,21 @@ def test_a_folder_named_by_relief_nb_0x_is_migrated(tmp_path, capsys):
                            pretrain=STAGE, retrain=STAGE)
     run = Run(cfg, tmp_path, progress=False)
     expected = run.run()
+    final = torch.load(run.folder / "final.pt")
     legacy = tmp_path / cfg.legacy_run_name()
     shutil.move(run.folder, legacy)
+    (legacy / "masks").mkdir()  # 0.1's layout inside the folder too: masks/iter_XX.pt
+    for k in (0, 1):
+        shutil.move(legacy / "iterations" / f"0{k}" / "model.pt", legacy / "masks" / f"iter_0{k}.pt")
+    shutil.rmtree(legacy / "iterations")
     assert "_it1_" in legacy.name
     again = Run(cfg, tmp_path, progress=False)
     assert again.folder == run.folder and not legacy.exists()
     assert "migrated run folder" in capsys.readouterr().err
-    assert again.finished()
+    assert again.finished() and not (again.folder / "masks").exists()
     pd.testing.assert_frame_equal(again.run(), expected)
+    model = again.load_model()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in final.items())
 
 
 @pytest.mark.parametrize("method", ["snip", "magact"])
@@ -222,10 +230,23 @@ def test_gradient_and_activation_baselines_run_as_experiments(tmp_path, method):
     data = blobs()
     reference = Run(config(), tmp_path, data=data, model=make_net, progress=False)
     reference.run()
-    baseline = Run(config(method=method, reference=reference.folder.name), tmp_path, data=data, model=make_net,
+    baseline = Run(config(method=method, reference=reference.experiment_name()), tmp_path, data=data, model=make_net,
                    progress=False)
     metrics = baseline.run()
     assert metrics.iteration.tolist() == [0, 1, 2]
     kept = baseline.layers().groupby("iteration").weights_remaining.sum()
     target = reference.layers().groupby("iteration").weights_remaining.sum()
     assert (kept == target).all()  # pruned to NNrelief's budget at every iteration
+
+
+def test_seeds_and_iterations_are_folders(tmp_path):
+    data = blobs()
+    runs = [Run(config(seed=s, iterations=1), tmp_path, data=data, model=make_net, progress=False) for s in (0, 1)]
+    for run in runs:
+        run.run()
+    assert runs[0].folder.parent == runs[1].folder.parent  # one experiment folder, a folder per seed
+    assert [r.folder.name for r in runs] == ["seed_0", "seed_1"]
+    assert sorted(p.name for p in (runs[0].folder / "iterations").iterdir()) == ["00", "01"]
+    row = json.loads((runs[0].iteration_folder(1) / "metrics.json").read_text())
+    assert row == pytest.approx(runs[0].metrics().iloc[1].to_dict())
+    assert not runs[0].metrics().equals(runs[1].metrics())  # the seeds differ

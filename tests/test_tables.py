@@ -51,7 +51,7 @@ def test_a_baseline_is_one_run_whoever_starts_it(tmp_path):
     folder = runs_folder(tmp_path, "smoke")
     ref = Run(base, folder, progress=False)
     ref.run()
-    cfg = override(base, method="random", reference=ref.folder.name)
+    cfg = override(base, method="random", reference=ref.folder.parent.name)
     assert Run(cfg, folder).folder == Run(cfg, folder.resolve()).folder
     Run(cfg, folder, progress=False).run()
     assert len(gather_results(folder)) == 2
