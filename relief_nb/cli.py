@@ -68,6 +68,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from .experiment import migrate_runs
+
+    for profile in ("cpu", "smoke"):
+        runs = paths.runs_folder(args.results_dir, profile)
+        moved = migrate_runs(runs, args.data_dir) if runs.is_dir() else []
+        for old, new in moved:
+            print(f"{runs}: {old} -> {new}")
+    return 0
+
+
 def _data_label(folder: str) -> str:
     from pathlib import Path
 
@@ -101,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("migrate", help="move run folders of an older layout to <experiment>/seed_<k>/ (no training)")
+    p.add_argument("--data-dir", default=str(paths.default_data_dir()))
+    p.add_argument("--results-dir", default=str(paths.default_results_dir()))
+    p.set_defaults(func=_cmd_migrate)
     add_notebook_commands(sub)
     add_sweep_command(sub)
     return parser

@@ -44,7 +44,7 @@ from .structure import PruningGraph, trace_model
 from .training import TrainConfig, evaluate, make_optimizer, train_epoch
 from .userdata import as_dataset, data_fingerprint
 
-__all__ = ["CheckpointError", "ExperimentConfig", "Run", "RunState", "override", "run_experiment"]
+__all__ = ["CheckpointError", "ExperimentConfig", "Run", "RunState", "migrate_runs", "override", "run_experiment"]
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be read (truncated or corrupt); the file is left as it is."""
@@ -311,6 +311,8 @@ class Run:
             if (source / "config.json").exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
+                # the same settings, written as today's config (a baseline's reference is now its new name)
+                (target / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
                 print(f"migrated run folder {name} -> {target.parent.name}/{target.name} (an older layout; runs are "
                       "now named by their settings and data, seeds are folders)", file=sys.stderr)
                 return
@@ -599,7 +601,12 @@ class Run:
                                              self.generator)
 
     def _last_iteration(self) -> int:
+        """The iterations asked for; a baseline stops with its reference too (if the reference is gone, a
+        finished baseline is read back as it is)."""
         if self.config.method.reference is None:
+            return self.config.schedule.iterations
+        path = self._reference_folder() / "layers.csv"
+        if not path.exists():
             return self.config.schedule.iterations
         return min(self.config.schedule.iterations, int(self._reference_layers().iteration.max()))
 
@@ -703,3 +710,41 @@ def run_experiment(config: ExperimentConfig, **kwargs: Any) -> Run:
     run = Run(config, **kwargs)
     run.run(**run_kwargs)
     return run
+
+
+def migrate_runs(runs_dir: str | os.PathLike, data_dir: str | os.PathLike = "data") -> list[tuple[str, str]]:
+    """Move every run folder of an older layout directly under ``runs_dir`` (relief_nb 0.1's names, 0.2
+    development's flat names) to ``<experiment>/seed_<k>/``, NNrelief runs first so that baselines follow their
+    references' new names; returns (old, new) names. Registered data are loaded to fingerprint them; a folder
+    whose data or model cannot be found here is left as it is, with a message."""
+    runs_dir = Path(runs_dir)
+    found = []
+    for config_path in sorted(runs_dir.glob("*/config.json")):
+        try:
+            found.append((config_path.parent, ExperimentConfig.from_dict(json.loads(config_path.read_text()))))
+        except (ValueError, KeyError, TypeError) as err:
+            print(f"left {config_path.parent.name} as it is (its config.json: {err})", file=sys.stderr)
+    renamed: dict[str, str] = {}  # an NNrelief run's old folder names -> its experiment's new name
+    moved = []
+    for old, config in sorted(found, key=lambda item: item[1].is_baseline):
+        if config.is_baseline and config.method.reference in renamed:
+            config = override(config, reference=renamed[config.method.reference])
+        try:
+            run = Run(config, runs_dir, data_dir, device="cpu", progress=False)
+            name = run.run_name()
+        except Exception as err:  # custom data or models, absent data: nothing can name the folder here
+            print(f"left {old.name} as it is ({type(err).__name__}: {err})", file=sys.stderr)
+            continue
+        if not config.is_baseline:
+            renamed[old.name] = renamed[config.legacy_run_name()] = name.split("/")[0]
+        target = runs_dir / name
+        if target.exists():
+            print(f"left {old.name} as it is ({name} exists)", file=sys.stderr)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(old, target)
+        (target / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        run._folder = target
+        run._migrate_iterations()
+        moved.append((old.name, name))
+    return moved

@@ -388,8 +388,10 @@ class Session:
     # ---------------------------------------------------------------- summary
     def gather(self) -> pd.DataFrame:
         """Every run of this profile (notebooks and ``relief-nb run`` alike), one row each."""
+        from .experiment import migrate_runs
         from .tables import gather_results
 
+        migrate_runs(self.runs_dir, self.data_dir)  # folders of an older layout join the table
         return gather_results(self.runs_dir)
 
     def summary(self, results: pd.DataFrame):

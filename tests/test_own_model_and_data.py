@@ -12,7 +12,7 @@ from torch import nn
 
 from relief_nb.cli import main
 from relief_nb.data import Dataset
-from relief_nb.experiment import ExperimentConfig, Run
+from relief_nb.experiment import ExperimentConfig, Run, override
 from relief_nb.training import TrainConfig
 from relief_nb.userdata import as_dataset, data_fingerprint, load_image_folder
 
@@ -250,3 +250,41 @@ def test_seeds_and_iterations_are_folders(tmp_path):
     row = json.loads((runs[0].iteration_folder(1) / "metrics.json").read_text())
     assert row == pytest.approx(runs[0].metrics().iloc[1].to_dict())
     assert not runs[0].metrics().equals(runs[1].metrics())  # the seeds differ
+
+
+def _to_01_layout(run, runs_dir, reference_legacy=None):
+    """Turn a run folder into what relief_nb 0.1 left: a flat legacy name, masks/iter_XX.pt, a flat config.json."""
+    cfg = run.config
+    legacy = runs_dir / cfg.legacy_run_name()
+    shutil.move(run.folder, legacy)
+    (legacy / "masks").mkdir()
+    for folder in sorted((legacy / "iterations").iterdir()):
+        shutil.move(folder / "model.pt", legacy / "masks" / f"iter_{folder.name}.pt")
+    shutil.rmtree(legacy / "iterations")
+    flat = {k: v for k, v in cfg.flat().items() if k in ("model", "dataset", "alpha_conv", "alpha_fc", "iterations",
+                                                         "pretrain", "retrain", "seed", "synthetic", "n_train",
+                                                         "n_test", "val_size", "scoring_size", "method")}
+    flat["reference"] = reference_legacy
+    (legacy / "config.json").write_text(json.dumps(flat))
+    return legacy
+
+
+def test_migrate_runs_moves_0_1_folders_and_baselines_follow_their_reference(tmp_path, capsys):
+    from relief_nb.experiment import migrate_runs
+    from relief_nb.tables import gather_results
+
+    cfg = ExperimentConfig.of(synthetic=True, n_train=300, n_test=100, val_size=50, scoring_size=64, iterations=1,
+                              pretrain=STAGE, retrain=STAGE)
+    relief = Run(cfg, tmp_path, progress=False)
+    relief.run()
+    baseline = Run(override(cfg, method="random", reference=relief.experiment_name()), tmp_path, progress=False)
+    expected = baseline.run()
+    reference_legacy = _to_01_layout(relief, tmp_path).name
+    _to_01_layout(baseline, tmp_path, reference_legacy)
+    moved = migrate_runs(tmp_path)
+    assert len(moved) == 2 and all("/seed_0" in new for _, new in moved)
+    again = Run(override(cfg, method="random", reference=relief.experiment_name()), tmp_path, progress=False)
+    assert again.folder == baseline.folder and again.finished()
+    pd.testing.assert_frame_equal(again.run(), expected)  # read back, nothing trained
+    table = gather_results(tmp_path)
+    assert sorted(table.method) == ["NNrelief", "random"]

@@ -144,7 +144,7 @@ def test_killed_worker_resumes_to_identical_results(client, tmp_path):
         thread.join(timeout=180)
     assert not thread.is_alive()
     df = out["df"]
-    assert set(df.status) == {"done"}
+    assert set(df.status) == {"done"}, df[df.status != "done"].error.tolist()
     assert pid not in set(client.run(os.getpid).values())  # that worker really died (its nanny made a new one)
     pd.testing.assert_frame_equal(comparable(pd.read_csv(folder / "metrics.csv")), expected)
     assert run_done(folder)
@@ -171,7 +171,7 @@ def test_external_scheduler(in_process, tmp_path, monkeypatch):
         df = run_sweep(**grid, results_dir=tmp_path / "results", data_dir=ROOT / "data", device="cpu",
                        progress=False)
         assert df.attrs["scheduler"] == address and df.attrs["submitted"] == 2
-        assert set(df.status) == {"done"}
+        assert set(df.status) == {"done"}, df[df.status != "done"].error.tolist()
         for name in df.run.unique():
             got = pd.read_csv(tmp_path / "results" / "smoke" / "runs" / name / "metrics.csv")
             pd.testing.assert_frame_equal(comparable(got), in_process[name])
