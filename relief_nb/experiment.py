@@ -42,7 +42,7 @@ from .metrics import layer_table, summary
 from .models import MODELS, create_model
 from .structure import PruningGraph, trace_model
 from .training import TrainConfig, evaluate, make_optimizer, train_epoch
-from .userdata import as_dataset, data_fingerprint
+from .userdata import as_dataset, data_fingerprint, hash_tensor
 
 __all__ = ["CheckpointError", "ExperimentConfig", "Run", "RunState", "migrate_runs", "override", "run_experiment"]
 
@@ -170,9 +170,7 @@ def _weights_fingerprint(model: torch.nn.Module) -> str:
     """sha1 of a model's architecture and initial state (a factory of your own is identified by what it builds)."""
     h = hashlib.sha1(repr(model).encode())
     for key, value in model.state_dict().items():
-        t = value.detach().cpu().contiguous()
-        h.update(f"{key}{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+        hash_tensor(h, value, key)
     return h.hexdigest()[:16]
 
 
@@ -236,6 +234,7 @@ class Run:
         self._dataset: Dataset | None = None
         self._folder: Path | None = None
         self._model_fingerprint: str | None = None
+        self._user_data_fingerprint: str | None = None
 
     @classmethod
     def at(cls, folder: str | os.PathLike, config: ExperimentConfig | None = None) -> Run:
@@ -274,7 +273,9 @@ class Run:
         """:func:`~relief_nb.userdata.data_fingerprint` of the data this run reads. For a registered data set it is
         remembered per process (keyed by the files' sizes and times), so naming many runs loads the data once."""
         if self._user_data is not None or self.config.data.name not in DATASETS:
-            return data_fingerprint(self._data())
+            if self._user_data_fingerprint is None:  # hashed once per run, not at every iteration's record
+                self._user_data_fingerprint = data_fingerprint(self._data())
+            return self._user_data_fingerprint
         data = self.config.data
         if data.synthetic:  # the stand-in is a function of the seed, which the seed folder already names
             return f"synthetic-{data.name}-{data.n_train}-{data.n_test}"
@@ -690,7 +691,8 @@ class Run:
         if not path.exists():
             return pd.DataFrame()
         df = pd.read_csv(path, dtype={"layer": str})
-        last = self.metrics().iteration.max() if len(self.metrics()) else -1
+        metrics = self.metrics()
+        last = metrics.iteration.max() if len(metrics) else -1
         return df[df.iteration <= last].reset_index(drop=True)
 
     def load_model(self, iteration: int | None = None) -> torch.nn.Module:

@@ -421,6 +421,16 @@ def trace_for_batch(model: nn.Module, batch: torch.Tensor, ignore: Iterable[str]
                          f"{err}") from err
 
 
+def _prepare(model: nn.Module, batch: torch.Tensor, config: ReliefConfig | None, graph: PruningGraph | None,
+             ignore: Iterable[str]) -> tuple[ReliefConfig, PruningGraph, torch.Tensor]:
+    """What a pass and :func:`score_layers` start from: the config (default: the paper's), the graph (traced now
+    unless given) and the batch on the model's device, every input checked."""
+    graph = graph or trace_for_batch(model, batch, ignore)
+    batch = batch.to(next(model.parameters()).device)
+    _check_inputs(model, batch, graph)
+    return config or ReliefConfig(), graph, batch
+
+
 @torch.no_grad()
 def relief_prune(
     model: nn.Module,
@@ -437,10 +447,7 @@ def relief_prune(
     any later step fails. Warns (:class:`ReliefWarning`) if the batch is constant, and if the pass removes more
     than 90 % of the weights that remained before it.
     """
-    config = config or ReliefConfig()
-    graph = graph or trace_for_batch(model, batch, ignore)
-    batch = batch.to(next(model.parameters()).device)
-    _check_inputs(model, batch, graph)
+    config, graph, batch = _prepare(model, batch, config, graph, ignore)
     snapshot = mask_snapshot(model)
     before = _remaining_weights(graph)
     with eval_mode(model):
@@ -527,10 +534,7 @@ def score_layers(
     (:func:`relief_nb.selection.select`). For the Linear layers of a network with conv layers, the pass scores
     after pruning the convs; these are the scores before.
     """
-    config = config or ReliefConfig()
-    graph = graph or trace_for_batch(model, batch, ignore)
-    batch = batch.to(next(model.parameters()).device)
-    _check_inputs(model, batch, graph)
+    config, graph, batch = _prepare(model, batch, config, graph, ignore)
     layers = graph.layers()
     with eval_mode(model):
         stats = _Statistics(graph, layers, config)

@@ -27,7 +27,7 @@ import torch
 
 from .data import MNIST_FILES, Dataset, _find_idx, load_idx_folder
 
-__all__ = ["IMAGE_SUFFIXES", "as_dataset", "data_fingerprint", "load_image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "as_dataset", "data_fingerprint", "hash_tensor", "load_image_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _KEYS = ("train_x", "train_y", "test_x", "test_y")
@@ -176,8 +176,13 @@ def data_fingerprint(ds: Dataset) -> str:
     or label gives another one (the name and the synthetic flag are not hashed)."""
     h = hashlib.sha1()
     for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # the raw bytes, no copy
+        hash_tensor(h, t)
     h.update(repr((ds.num_classes, ds.mean, ds.std, ds.crop_padding)).encode())
     return h.hexdigest()[:16]
+
+
+def hash_tensor(h: Any, t: torch.Tensor, key: str = "") -> None:
+    """Feed ``key``, ``t``'s dtype and shape, then its raw bytes (no copy) into the hash ``h``."""
+    t = t.detach().cpu().contiguous()
+    h.update(f"{key}{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
