@@ -1,6 +1,6 @@
 """CPU inference of the exported (physically smaller) model against the dense one, at batch 1 and 256.
 
-Uses the pruned LeNets of a real MNIST run when their folders exist (``--runs results/lenet-mnist/runs``);
+Uses the pruned LeNets of the README's real MNIST runs when their folders exist (``--runs results/runs``);
 otherwise, and in ``--quick`` mode, models pruned by three NNrelief passes without retraining (labelled so).
     python benchmarks/bench_inference.py
 """
@@ -8,31 +8,13 @@ otherwise, and in ``--quick`` mode, models pruned by three NNrelief passes witho
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
-from common import interleaved_best, markdown_table
+from common import RUNS, interleaved_best, markdown_table, pruned_model
 
-from relief_nb.experiment import ExperimentConfig, Run
 from relief_nb.export import export_pruned, saved_size_bytes
 from relief_nb.models import create_model, input_shape_of
-from relief_nb.relief import relief_prune
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def pruned_model(name: str, runs: Path) -> tuple[torch.nn.Module, str]:
-    for config_path in sorted(runs.glob("*/seed_*/config.json")):
-        cfg = ExperimentConfig.from_dict(json.loads(config_path.read_text()))
-        usable = cfg.method.name == "relief" and not cfg.data.synthetic and (config_path.parent / "final.pt").exists()
-        if cfg.model == name and usable:
-            return Run(cfg, config_path.parent.parent).load_model(), f"real MNIST run {config_path.parent.name}"
-    model = create_model(name, seed=0)
-    x = torch.rand(512, *input_shape_of(name))
-    for _ in range(3):
-        relief_prune(model, x)
-    return model, "3 passes on random inputs, untrained (no real run found)"
 
 
 def measure(name: str, runs: Path, repeat: int, calls: int) -> list[dict]:
@@ -67,7 +49,7 @@ def measure(name: str, runs: Path, repeat: int, calls: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--runs", type=Path, default=ROOT / "results" / "lenet-mnist" / "runs")
+    parser.add_argument("--runs", type=Path, default=RUNS)
     args = parser.parse_args(argv)
     repeat, calls = (1, 2) if args.quick else (5, 200)
     rows = [r for name in ("lenet300-100", "lenet5") for r in measure(name, args.runs, repeat, calls)]

@@ -26,6 +26,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import nets  # noqa: E402  (plain-torch torchvision-style models of the test suite)
 
+from relief_nb.masks import mask_snapshot, restore_masks
 from relief_nb.models import create_model, input_shape_of
 from relief_nb.relief import ReliefConfig, relief_prune, trace_for_batch
 
@@ -59,24 +60,31 @@ def measure(name: str, n: int, repeat: int, config: ReliefConfig, layout: str) -
         for start in range(0, n, chunk):
             model(x[start:start + chunk])
 
-    def prune_pass() -> None:  # on an unpruned copy each time, so every pass does the same work
-        relief_prune(copy.deepcopy(model), x, config)  # traces the model too, as users call it
+    # The pass as users repeat it: the same model, its masks reset to ones each time so every pass does the same
+    # work; relief_prune reuses the model's traced graph (relief_nb.graph's cache), as an experiment does.
+    pruned = copy.deepcopy(model)
+    relief_prune(pruned, x, config)  # installs the masks; the next call traces the pruned structure once
+    ones = {k: torch.ones_like(v) for k, v in mask_snapshot(pruned).items()}
 
-    copy_time = min(seconds(lambda: copy.deepcopy(model)) for _ in range(3))
+    def prune_pass() -> None:
+        restore_masks(pruned, ones)
+        relief_prune(pruned, x, config)
+
+    reset_time = min(seconds(lambda: restore_masks(pruned, ones)) for _ in range(3))
     # millisecond-scale models get more rounds, so that each measurement spans at least ~0.5 s in all
     rounds = max(repeat, min(50, int(0.5 / max(seconds(lambda: forward(n)), 1e-4))))
     fns = {"forward_one_call": lambda: forward(n)}
     fns.update({f"forward_chunk_{c}": (lambda c=c: forward(c)) for c in CHUNKS if c < n})
     best = interleaved_best({**fns, "pass": prune_pass}, rounds)
-    t_pass = best["pass"] - copy_time
-    # tracing is a fixed cost per call (an experiment traces once and reuses the graph): shown on its own
-    t_trace = min(seconds(lambda: trace_for_batch(model, x)) for _ in range(max(rounds, 5)))
+    t_pass = best["pass"] - reset_time
+    # the first call on a model also traces it (torch.fx): a fixed cost, shown on its own
+    t_trace = min(seconds(lambda: trace_for_batch(model, x, cache=False)) for _ in range(max(rounds, 5)))
     one_call = best["forward_one_call"]
     fastest = min(v for k, v in best.items() if k.startswith("forward"))
     return {"model": name, "layout": layout, "images": n, "forward_s": f"{one_call:.3f}",
             "best_forward_s": f"{fastest:.3f}", "prune_pass_s": f"{t_pass:.3f}", "ratio": f"{t_pass / one_call:.2f}",
             "ratio_vs_best": f"{t_pass / fastest:.2f}", "trace_s": f"{t_trace:.4f}",
-            "ratio_vs_best_traced_once": f"{(t_pass - t_trace) / fastest:.2f}"}
+            "first_call_ratio_vs_best": f"{(t_pass + t_trace) / fastest:.2f}"}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

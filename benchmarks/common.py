@@ -6,8 +6,20 @@ forward, a masked and a dense epoch) are timed in interleaved rounds, and each k
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from relief_nb.experiment import ExperimentConfig, Run
+from relief_nb.models import create_model, input_shape_of
+from relief_nb.presets import experiment_config
+from relief_nb.relief import relief_prune
+
+RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
+README_RUNS = {"lenet300-100": "lenet300-mnist", "lenet5": "lenet5-mnist"}  # the README's runs: profile cpu
 
 
 def seconds(fn: Callable[[], object]) -> float:
@@ -32,3 +44,23 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def pruned_model(name: str, runs: Path = RUNS) -> tuple[torch.nn.Module, str]:
+    """The final model of the README's real MNIST run of ``name`` (else of any real NNrelief run of it) when its
+    folder exists; otherwise the model after three NNrelief passes on random inputs, untrained, labelled so."""
+    readme = experiment_config(README_RUNS[name], "cpu") if name in README_RUNS else None
+    found = []
+    for config_path in sorted(runs.glob("*/seed_*/config.json")):
+        cfg = ExperimentConfig.from_dict(json.loads(config_path.read_text()))
+        usable = cfg.method.name == "relief" and not cfg.data.synthetic and (config_path.parent / "final.pt").exists()
+        if cfg.model == name and usable:
+            found.append((cfg.identity() != readme.identity() if readme else True, config_path, cfg))
+    if found:
+        _, config_path, cfg = min(found, key=lambda f: f[:2])
+        return Run.at(config_path.parent).load_model(), f"real MNIST run {config_path.parent.parent.name}"
+    model = create_model(name, seed=0)
+    x = torch.rand(512, *input_shape_of(name))
+    for _ in range(3):
+        relief_prune(model, x)
+    return model, "3 passes on random inputs, untrained (no real run found)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import bench_compact
 import bench_inference
 import bench_mask_overhead
 import bench_prune_pass
@@ -21,6 +22,7 @@ def main() -> None:
     sections = [
         ("Scoring-and-pruning pass vs one forward pass (1000 images)", bench_prune_pass.main(args)),
         ("One training epoch: masked vs dense", bench_mask_overhead.main(args)),
+        ("One retraining epoch: compact vs masked-dense", bench_compact.main(args)),
         ("CPU inference: exported vs dense (after pruning)", bench_inference.main(args)),
         ("A sweep's runs: one by one in-process vs on the default Dask LocalCluster", bench_sweep.main(args)),
     ]

@@ -26,11 +26,13 @@ from .relief import ReliefConfig
 from .training import TrainConfig
 from .validation import expect
 
-__all__ = ["SETTINGS", "STOPPING_RULES", "DataConfig", "ExperimentConfig", "MethodConfig", "ScheduleConfig",
-           "override"]
+__all__ = ["EXECUTION_SETTINGS", "SETTINGS", "STOPPING_RULES", "DataConfig", "ExperimentConfig", "MethodConfig",
+           "ScheduleConfig", "override"]
 
 # stopping rules: a run that goes further extends the same folder, so they are not part of a run's identity
 STOPPING_RULES = ("iterations", "target_compression")
+# how a run is computed, not what it computes (same results up to float rounding): not part of its identity either
+EXECUTION_SETTINGS = ("compact",)
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,14 @@ class ScheduleConfig:
     rewind: bool | None = None  # None: LeNets are rewound to their initial weights, other models fine-tuned
     tolerance: float | None = None  # stop once val accuracy < baseline - tolerance (fraction, e.g. 0.005)
     target_compression: float | None = None  # stop at the first iteration whose compression reaches this
+    alpha_increment: float = 0.0  # beyond the paper: iteration k prunes at min(alpha + (k - 1) * increment, 1)
+    compact: bool = True  # retrain a copy with removed units sliced away (relief_nb.compact); same results
 
     def __post_init__(self) -> None:
         expect("iterations", self.iterations, (int,), lambda v: v >= 0, "an integer >= 0", "20")
+        expect("alpha_increment", self.alpha_increment, (int, float), lambda v: 0 <= v < 1, "a number in [0, 1)",
+               "0.01")
+        expect("compact", self.compact, (bool,), example="False")
         for stage in ("pretrain", "retrain"):
             if not isinstance(getattr(self, stage), TrainConfig):
                 raise ValueError(f"{stage} must be a TrainConfig, got {getattr(self, stage)!r}")
@@ -139,6 +146,15 @@ class ExperimentConfig:
             return bool(self.schedule.rewind)
         return self.model in MODELS and family_of(self.model) == "lenet"
 
+    def relief_at(self, iteration: int) -> ReliefConfig:
+        """The NNrelief pass of iteration ``iteration`` (1-based): the method's alphas, raised by the schedule's
+        ``alpha_increment`` per iteration after the first (beyond the paper; 0 keeps them constant, as it does)."""
+        step, relief = self.schedule.alpha_increment * (iteration - 1), self.method.relief
+        if not step:
+            return relief
+        return replace(relief, alpha_conv=min(relief.alpha_conv + step, 1.0),
+                       alpha_fc=min(relief.alpha_fc + step, 1.0))
+
     @property
     def is_baseline(self) -> bool:
         return self.method.name != "relief"
@@ -182,9 +198,10 @@ class ExperimentConfig:
     # ---------------------------------------------------------------- identity
     def identity(self) -> dict[str, Any]:
         """The settings that define the run's results: flat settings that differ from the defaults (OpenLTH's
-        rule), stopping rules excluded."""
+        rule), stopping rules and execution settings excluded."""
         mine, default = self.flat(), ExperimentConfig().flat()
-        return {k: v for k, v in mine.items() if k not in STOPPING_RULES and v != default[k]}
+        return {k: v for k, v in mine.items()
+                if k not in STOPPING_RULES + EXECUTION_SETTINGS and v != default[k]}
 
     def experiment_name(self, data_fingerprint: str, model_fingerprint: str | None = None) -> str:
         """The experiment's folder, shared by its seeds: the main settings, then a hash of :meth:`identity` (seed
@@ -230,7 +247,7 @@ SETTINGS: dict[str, str] = {
     **{k: f"method.relief.{k}" for k in ("alpha_conv", "alpha_fc", "conv_aggregation", "selection", "dead_units",
                                          "residual_rule", "backward_pruning", "chunk_size")},
     **{k: f"schedule.{k}" for k in ("iterations", "pretrain", "retrain", "rewind", "tolerance",
-                                    "target_compression")},
+                                    "target_compression", "alpha_increment", "compact")},
 }
 _STAGE_FIELDS = {f"{stage}_{f.name}": f"schedule.{stage}.{f.name}" for stage in ("pretrain", "retrain")
                  for f in fields(TrainConfig)}

@@ -24,9 +24,11 @@ import os
 import subprocess
 import sys
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .compact import CompactModel
 from .config import ExperimentConfig, override
 from .data import DATASETS, Dataset, load_dataset, prepare, synthetic_dataset
+from .export import ExportError
 from .masks import load_pruned_state_dict
 from .methods import Budget, ReliefMethod, get_method
 from .metrics import layer_table, summary
@@ -175,6 +179,15 @@ def _weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 _FINGERPRINTS: dict[tuple, str] = {}
+
+
+def _repaired_milestones(milestones: Any) -> Any:
+    """MultiStepLR milestones as older checkpoints stored them: ``Counter({30: 1})`` saved through
+    ``dataclasses.asdict`` became ``Counter({(30, 1): 1})``, once more per resumption; undo every layer."""
+    while isinstance(milestones, Counter) and milestones and all(
+            isinstance(k, tuple) and len(k) == 2 for k in milestones):
+        milestones = Counter(dict(milestones.keys()))
+    return milestones
 
 
 def _json_row(row: dict[str, Any]) -> str:
@@ -402,7 +415,9 @@ class Run:
         return self.folder / "checkpoint.pt"
 
     def _save(self, state: RunState) -> None:
-        saved: dict[str, Any] = asdict(state)
+        # not dataclasses.asdict: it rebuilds a dict subclass from its items, which turns MultiStepLR's milestones
+        # Counter({30: 1}) into Counter({(30, 1): 1}), and a resumed run then never decays its learning rate
+        saved: dict[str, Any] = {f.name: getattr(state, f.name) for f in fields(state)}
         saved["model"] = self.model.state_dict()
         saved["rng"] = torch.get_rng_state()
         saved["generator"] = self.generator.get_state()
@@ -421,7 +436,10 @@ class Run:
             _atomic_save(saved["init"], self.folder / "init.pt")
         if saved.get("best_model") is not None:
             _atomic_save(saved["best_model"], self.folder / "best.pt")
-        return RunState.from_checkpoint(saved)
+        state = RunState.from_checkpoint(saved)
+        if state.scheduler is not None:
+            state.scheduler["milestones"] = _repaired_milestones(state.scheduler.get("milestones"))
+        return state
 
     # ------------------------------------------------------------------ measurement
     def _measure(self) -> dict[str, Any]:
@@ -454,26 +472,35 @@ class Run:
 
     # ------------------------------------------------------------------ training stage
     def _train_stage(self, state: RunState, cfg: TrainConfig, label: str) -> None:
-        """Run the remaining epochs of the current stage, checkpointing after each; keep the best-val model."""
+        """Run the remaining epochs of the current stage, checkpointing after each; keep the best-val model.
+
+        After a pruning step the stage trains a compact copy (removed units sliced away, :mod:`relief_nb.compact`)
+        unless ``schedule.compact`` is off; the full model gets its weights after every epoch, and the checkpoint
+        holds the optimizer state in the full model's layout either way."""
         ds = self._data()
         best_path = self.folder / "best.pt"
-        opt, sched = make_optimizer(self.model, cfg)
+        compact = self._compact() if state.phase == "retrain" else None
+        trainee = compact.model if compact is not None else self.model
+        opt, sched = make_optimizer(trainee, cfg)
         if state.optimizer is not None:
-            opt.load_state_dict(state.optimizer)
+            opt.load_state_dict(compact.optimizer_state_from_full(state.optimizer) if compact else state.optimizer)
             sched.load_state_dict(state.scheduler)
         bar = self._bar(range(state.epoch, cfg.epochs), desc=f"{self.label}: {label}", leave=False,
                         initial=state.epoch, total=cfg.epochs)
         for epoch in bar:
             start = time.perf_counter()
-            loss = train_epoch(self.model, self.train_x, self.train_y, ds, cfg, opt, self.device, self.generator)
+            loss = train_epoch(trainee, self.train_x, self.train_y, ds, cfg, opt, self.device, self.generator)
             sched.step()
-            val = evaluate(self.model, self.val_x, self.val_y, ds, self.device)
+            val = evaluate(trainee, self.val_x, self.val_y, ds, self.device)
+            if compact is not None:
+                compact.write_back()
             if state.best_val is None or val > state.best_val:
                 state.best_val = val
                 _atomic_save(self.model.state_dict(), best_path)  # before the checkpoint that points to it
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.4f}")
             state.epoch = epoch + 1
-            state.optimizer, state.scheduler = opt.state_dict(), sched.state_dict()
+            state.optimizer = compact.optimizer_state_to_full(opt.state_dict()) if compact else opt.state_dict()
+            state.scheduler = sched.state_dict()
             state.elapsed += time.perf_counter() - start
             self._save(state)
             if self._stop_after_epochs is not None:
@@ -482,6 +509,18 @@ class Run:
                     raise KeyboardInterrupt("stopped on request (stop_after_epochs)")
         if state.best_val is not None:
             load_pruned_state_dict(self.model, torch.load(best_path, map_location=self.device))
+
+    def _compact(self) -> CompactModel | None:
+        """The compact copy to retrain, or None (turned off, nothing removed, or a model it cannot slice)."""
+        if not self.config.schedule.compact:
+            return None
+        try:
+            compact = CompactModel(self.model, self.graph)
+            compact.check(self._data().input_shape, self.scoring_batch[:8])
+        except ExportError as err:
+            warnings.warn(f"compact retraining is off for this stage: {err}", stacklevel=2)
+            return None
+        return compact if compact.parameter_fraction() < 1 else None
 
     # ------------------------------------------------------------------ the schedule
     def run(self, resume: bool = True, stop_after_epochs: int | None = None) -> pd.DataFrame:
@@ -571,7 +610,7 @@ class Run:
         elif state.phase == "prune":
             start = time.perf_counter()
             if cfg.method.name == "relief":
-                ReliefMethod(cfg.method.relief).prune(self.graph, self.scoring_batch)
+                ReliefMethod(cfg.relief_at(state.iteration)).prune(self.graph, self.scoring_batch)
             else:
                 self._prune_baseline(state.iteration)
             state.before = self._measure()

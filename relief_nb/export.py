@@ -25,9 +25,11 @@ from __future__ import annotations
 import copy
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .graph import ModelGraph, alive_units
@@ -36,7 +38,7 @@ from .models import OptionAShortcut
 from .modes import eval_mode
 from .structure import PruningGraph, trace_model
 
-__all__ = ["ExportError", "SparseLinear", "export_pruned", "saved_size_bytes"]
+__all__ = ["ExportError", "SlicePlan", "SparseLinear", "export_pruned", "plan_slices", "saved_size_bytes"]
 
 
 class ExportError(ValueError):
@@ -73,18 +75,19 @@ class IndexShortcut(nn.Module):
     """An option-A shortcut after slicing: subsample by ``stride``, place input channel ``src[i]`` at output
     channel ``dst[i]`` of ``out_channels`` (zeros elsewhere)."""
 
-    def __init__(self, stride: int, src: torch.Tensor, dst: torch.Tensor, out_channels: int) -> None:
+    def __init__(self, stride: int, src: torch.Tensor, dst: torch.Tensor, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.stride, self.out_channels = stride, out_channels
-        self.register_buffer("src", src.clone())
-        self.register_buffer("dst", dst.clone())
+        select = torch.zeros(out_channels, in_channels, 1, 1)
+        select[dst, src] = 1
+        # a 1x1 conv with a 0/1 matrix: exact, keeps channels-last, and 4x faster (forward and backward) on CPU than
+        # out[:, dst] = x[:, src], whose index_put dominated a compact ResNet-20's training step
+        self.register_buffer("select", select.to(memory_format=torch.channels_last))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != 1:
             x = x[:, :, :: self.stride, :: self.stride]
-        out = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
-        out[:, self.dst] = x[:, self.src]
-        return out
+        return F.conv2d(x, self.select.to(x.dtype))
 
 
 def kept_positions(graph: ModelGraph) -> dict[str, torch.Tensor]:
@@ -183,6 +186,66 @@ def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: d
     return changed
 
 
+@dataclass
+class SlicePlan:
+    """What the smaller model keeps of every sliced tensor (step 2 of the module docstring)."""
+
+    layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, int]]  # path -> out idx, in idx (None: whole), groups
+    norms: dict[str, torch.Tensor]  # BatchNorm path -> kept channels
+    gates: dict[tuple[str, str], torch.Tensor]  # (module path, mask buffer) -> kept channels
+    shortcuts: dict[str, IndexShortcut]  # option-A shortcut path -> its re-indexed replacement
+    folds: dict[str, str]  # layer path -> the BatchNorm export folds into it (read directly, by nothing else)
+
+
+def plan_slices(model: nn.Module, graph: ModelGraph) -> SlicePlan:
+    """The :class:`SlicePlan` of a pruned ``model`` from its traced ``graph`` (kept positions: step 1)."""
+    keep = kept_positions(graph)
+    modules = dict(model.named_modules())
+    nodes = {n.name: n for n in graph.gm.graph.nodes}
+    plan = SlicePlan({}, {}, {}, {}, {})
+    for node_name, layer_name in graph.node_layer.items():
+        m = graph.layer(layer_name).module
+        src = graph.links[node_name][1].name
+        out_idx = keep[node_name].nonzero().flatten()
+        in_idx = keep.get(src, torch.ones(_in_len(m), dtype=torch.bool)).nonzero().flatten()
+        if isinstance(m, nn.Conv2d) and m.groups > 1:  # depthwise: filter c reads channel c; grouped: kept whole
+            depthwise = m.groups == m.in_channels == m.out_channels
+            plan.layers[layer_name] = (out_idx, None, len(out_idx) if depthwise else m.groups)
+        else:
+            plan.layers[layer_name] = (out_idx, in_idx, 1)
+        bn = _foldable_bn(graph, nodes[node_name])
+        if bn is not None:
+            plan.folds[layer_name] = bn
+    for node in graph.gm.graph.nodes:
+        link = graph.links.get(node.name)
+        if link is None or node.name not in keep:
+            continue
+        idx = keep[node.name].nonzero().flatten()
+        if link[0] == "bn":
+            plan.norms[node.target] = idx
+        elif link[0] == "gate":
+            gate = link[2]
+            path = next(p for p, mod in modules.items() if mod is gate.module)
+            plan.gates[(path, gate.buffer)] = idx
+        elif link[0] == "pad":
+            short = modules[node.target]
+            if not isinstance(short, OptionAShortcut):
+                raise ExportError(f"module {node.target}: only option-A shortcuts are re-indexed")
+            target = keep[link[1].name].nonzero().flatten() + short.pad
+            lands = keep[node.name][target]
+            position = torch.cumsum(keep[node.name].long(), 0) - 1
+            plan.shortcuts[node.target] = IndexShortcut(
+                short.stride, lands.nonzero().flatten(), position[target[lands]], int(keep[link[1].name].sum()),
+                int(keep[node.name].sum()))
+    return plan
+
+
+def take(t: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tensor | None = None) -> torch.Tensor:
+    """``t[out_idx][:, in_idx]`` (a copy) on ``t``'s device."""
+    t = t[out_idx.to(t.device)]
+    return (t[:, in_idx.to(t.device)] if in_idx is not None and t.ndim > 1 else t).clone()
+
+
 @torch.no_grad()
 def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear: bool = False,
                   graph: PruningGraph | None = None, ignore: tuple[str, ...] = (),
@@ -192,35 +255,20 @@ def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear:
     if not any(is_pruned(m) for m in model.modules()):
         raise ExportError("the model was never pruned (no weight masks): there is nothing to export")
     graph = graph or trace_model(model, input_shape, ignore)
-    keep = kept_positions(graph)
+    plan = plan_slices(model, graph)
     modules = dict(model.named_modules())
     exported = _strip_masks(model)
-    new_modules = dict(exported.named_modules())
-    nodes = {n.name: n for n in graph.gm.graph.nodes}
-    folded: set[str] = set()
-    for node_name, layer_name in graph.node_layer.items():
-        node = nodes[node_name]
+    for layer_name, (out_idx, in_idx, groups) in plan.layers.items():
         layer = graph.layer(layer_name)
         m = layer.module
-        src = graph.links[node_name][1].name
-        in_keep = keep.get(src, torch.ones(_in_len(m), dtype=torch.bool))
-        out_idx = keep[node_name].nonzero().flatten()
-        in_idx = in_keep.nonzero().flatten()
         w, b = effective(m, "weight"), effective(m, "bias")
-        bn_name = _foldable_bn(graph, node)
-        if bn_name is not None:
-            w, b = _fold_bn(w, b, modules[bn_name])
-            folded.add(bn_name)
-        w = w[out_idx.to(w.device)]
-        if isinstance(m, nn.Conv2d) and m.groups > 1:
-            groups = len(out_idx)
-        else:
-            w, groups = w[:, in_idx.to(w.device)], 1
-        w = w.clone()
-        b = b[out_idx.to(b.device)].clone() if b is not None else None
+        if layer_name in plan.folds:
+            w, b = _fold_bn(w, b, modules[plan.folds[layer_name]])
+        w = take(w, out_idx, in_idx)
+        b = take(b, out_idx) if b is not None else None
         if isinstance(m, nn.Conv2d):
-            new: nn.Module = nn.Conv2d(len(in_idx), len(out_idx), m.kernel_size, m.stride, m.padding, m.dilation,
-                                       groups=groups, bias=b is not None).to(w.device, w.dtype)
+            new: nn.Module = nn.Conv2d(w.shape[1] * groups, len(out_idx), m.kernel_size, m.stride, m.padding,
+                                       m.dilation, groups=groups, bias=b is not None).to(w.device, w.dtype)
             new.weight.copy_(w)
         elif sparse_linear and len(layer.in_shape) == 1:
             new = SparseLinear(w, b)
@@ -230,33 +278,17 @@ def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear:
         if b is not None and not isinstance(new, SparseLinear):
             new.bias.copy_(b)
         _set_submodule(exported, layer_name, new)
-    for node in graph.gm.graph.nodes:
-        link = graph.links.get(node.name)
-        if link is None or node.name not in keep:
-            continue
-        idx = keep[node.name].nonzero().flatten()
-        if link[0] == "bn":
-            if node.target in folded:
-                _set_submodule(exported, node.target, nn.Identity())
-            else:
-                _slice_bn(new_modules[node.target], idx)
-        elif link[0] == "gate":
-            gate = link[2]
-            path = next(p for p, mod in modules.items() if mod is gate.module)
-            owner = new_modules[path]
-            setattr(owner, gate.buffer, getattr(owner, gate.buffer)[idx.to(gate.mask.device)].clone())
-        elif link[0] == "pad":
-            short = modules[node.target]
-            if not isinstance(short, OptionAShortcut):
-                raise ExportError(f"module {node.target}: only option-A shortcuts are re-indexed")
-            src_keep = keep[link[1].name]
-            orig = src_keep.nonzero().flatten()
-            target = orig + short.pad
-            lands = keep[node.name][target]
-            position = torch.cumsum(keep[node.name].long(), 0) - 1
-            new = IndexShortcut(short.stride, lands.nonzero().flatten(), position[target[lands]],
-                                int(keep[node.name].sum()))
-            _set_submodule(exported, node.target, new.to(next(model.parameters()).device))
+    folded = set(plan.folds.values())
+    for path, idx in plan.norms.items():
+        if path in folded:
+            _set_submodule(exported, path, nn.Identity())
+        else:
+            _slice_bn(exported.get_submodule(path), idx)
+    for (path, buffer), idx in plan.gates.items():
+        owner = exported.get_submodule(path)
+        setattr(owner, buffer, take(getattr(owner, buffer), idx))
+    for path, shortcut in plan.shortcuts.items():
+        _set_submodule(exported, path, shortcut.to(next(model.parameters()).device))
     exported.eval()
     _check_against(model, exported, input_shape, probe)
     return exported

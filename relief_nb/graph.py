@@ -32,7 +32,8 @@ an ignored attention block, say) need no analysis.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -205,13 +206,46 @@ def _fixed_val(n: int = 0) -> _Val:
     return _Val(-1, {}, torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool))
 
 
-def trace_graph(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable[str] = ()) -> ModelGraph:
+# model -> (structure key, graph): a repeated relief_prune(model, batch) reuses its graph (tracing costs ~1-3 ms,
+# as much as the whole pass on LeNet-300-100); weak keys, so the cache never keeps a model alive.
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[Hashable, ModelGraph]] = weakref.WeakKeyDictionary()
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def structure_key(model: nn.Module) -> Hashable:
+    """Everything a trace depends on, cheaply: every submodule (identity, class, forward, plain attributes such
+    as ``training`` or a flag that steers ``forward``) and every parameter and buffer (identity, shape, dtype,
+    device). Replacing a submodule or a parameter, changing a flag or pruning a layer changes the key."""
+    key = []
+    for path, m in model.named_modules():
+        plain = tuple((k, v) for k, v in m.__dict__.items()
+                      if isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(x, _PLAIN) for x in v)))
+        tensors = tuple((n, id(t), tuple(t.shape), t.dtype, t.device)
+                        for n, t in (*m._parameters.items(), *m._buffers.items()) if t is not None)
+        key.append((path, id(m), type(m), id(m.__dict__.get("forward", type(m).forward)), plain, tensors))
+    return tuple(key)
+
+
+def trace_graph(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable[str] = (),
+                cache: bool = True) -> ModelGraph:
     """Trace ``model`` for examples of ``input_shape`` into its :class:`ModelGraph` (see the module docstring).
 
     Raises :class:`UnsupportedModuleError` for a model ``torch.fx`` cannot trace, and naming the module path or
-    op for anything NNrelief cannot prune; nothing about the model is changed.
+    op for anything NNrelief cannot prune; nothing about the model is changed. The graph of the last call is
+    reused while the model's :func:`structure_key`, ``input_shape`` and ``ignore`` stay the same (``cache=False``
+    traces anew).
     """
     ignore = tuple(ignore)
+    key = (structure_key(model), tuple(input_shape), ignore)
+    hit = _CACHE.get(model) if cache else None
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    graph = _trace(model, tuple(input_shape), ignore)
+    _CACHE[model] = (key, graph)
+    return graph
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...], ignore: tuple[str, ...]) -> ModelGraph:
     modules = dict(model.named_modules())
     for path in ignore:
         if path not in modules:

@@ -409,13 +409,15 @@ def _chunk_size(config: ReliefConfig, layers: list[LayerNode], batch: torch.Tens
     return config.chunk_size or (_CONV_CHUNK if any(x.kind == "conv" for x in layers) else batch.shape[0])
 
 
-def trace_for_batch(model: nn.Module, batch: torch.Tensor, ignore: Iterable[str] = ()) -> PruningGraph:
-    """Trace ``model`` with the per-example shape of ``batch``, turning a shape mismatch into a clear error."""
+def trace_for_batch(model: nn.Module, batch: torch.Tensor, ignore: Iterable[str] = (),
+                    cache: bool = True) -> PruningGraph:
+    """Trace ``model`` with the per-example shape of ``batch``, turning a shape mismatch into a clear error
+    (the model's last graph is reused while its structure is unchanged: :func:`relief_nb.graph.trace_graph`)."""
     if not isinstance(batch, torch.Tensor) or batch.ndim < 2 or batch.shape[0] == 0:
         shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
         raise ValueError(f"the scoring batch must be a non-empty tensor (N, ...), got {shape}")
     try:
-        return trace_model(model, tuple(batch.shape[1:]), ignore=ignore)
+        return trace_model(model, tuple(batch.shape[1:]), ignore=ignore, cache=cache)
     except RuntimeError as err:
         raise ValueError(f"the scoring batch's example shape {tuple(batch.shape[1:])} does not fit the model: "
                          f"{err}") from err

@@ -18,6 +18,7 @@ LayerNode = GraphLayer
 PruningGraph = ModelGraph
 
 
-def trace_model(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable[str] = ()) -> PruningGraph:
+def trace_model(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable[str] = (),
+                cache: bool = True) -> PruningGraph:
     """Trace ``model`` for examples of ``input_shape`` (see :func:`relief_nb.graph.trace_graph`)."""
-    return trace_graph(model, input_shape, ignore)
+    return trace_graph(model, input_shape, ignore, cache)

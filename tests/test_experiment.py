@@ -165,3 +165,14 @@ def test_presets_follow_the_spec_table():
     assert experiment_config("resnet56-cifar100", "paper").data.scoring_size == 2000
     smoke = experiment_config("lenet5-mnist", "smoke", retrain_epochs=3)
     assert smoke.schedule.retrain.epochs == 3 and smoke.schedule.pretrain.epochs == 2
+
+
+def test_milestones_of_older_checkpoints_are_repaired():
+    """Checkpoints written through dataclasses.asdict stored Counter({30: 1}) as Counter({(30, 1): 1}), one more
+    layer per resumption; a resumed run must decay its learning rate where the schedule says."""
+    from collections import Counter
+
+    from relief_nb.experiment import _repaired_milestones
+
+    assert _repaired_milestones(Counter({((30, 1), 1): 1, ((45, 1), 1): 1})) == Counter({30: 1, 45: 1})
+    assert _repaired_milestones(Counter({30: 1})) == Counter({30: 1})
