@@ -47,11 +47,11 @@ def build(name: str) -> tuple[nn.Module, tuple[int, ...]]:
 LAYOUTS = ("channels_last", "contiguous")
 
 
-def measure(name: str, n: int, repeat: int, config: ReliefConfig, layout: str) -> dict:
+def measure(name: str, n: int, repeat: int, config: ReliefConfig, layout: str, device: str = "cpu") -> dict:
     torch.manual_seed(0)
     model, shape = build(name)
-    model.eval()
-    x = torch.rand(n, *shape)
+    model.eval().to(device)
+    x = torch.rand(n, *shape, device=device)
     if layout == "channels_last":  # as experiments train and prune: relief_nb.data.prepare() and Run
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
 
@@ -81,7 +81,7 @@ def measure(name: str, n: int, repeat: int, config: ReliefConfig, layout: str) -
     t_trace = min(seconds(lambda: trace_for_batch(model, x, cache=False)) for _ in range(max(rounds, 5)))
     one_call = best["forward_one_call"]
     fastest = min(v for k, v in best.items() if k.startswith("forward"))
-    return {"model": name, "layout": layout, "images": n, "forward_s": f"{one_call:.3f}",
+    return {"model": name, "device": device, "layout": layout, "images": n, "forward_s": f"{one_call:.3f}",
             "best_forward_s": f"{fastest:.3f}", "prune_pass_s": f"{t_pass:.3f}", "ratio": f"{t_pass / one_call:.2f}",
             "ratio_vs_best": f"{t_pass / fastest:.2f}", "trace_s": f"{t_trace:.4f}",
             "first_call_ratio_vs_best": f"{(t_pass + t_trace) / fastest:.2f}"}
@@ -98,12 +98,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="images per forward inside the pass (default: ReliefConfig's automatic choice)")
     parser.add_argument("--layouts", nargs="*", default=list(LAYOUTS), choices=LAYOUTS,
                         help="memory layouts of model and batch (experiments use channels_last)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args(argv)
     n, repeat = (16, 1) if args.quick else (args.images, args.repeat)
     if args.models is None:
         args.models = ["lenet300-100", "lenet5", "vgg-like", "resnet20"] + ([] if args.quick else list(EXTRA))
     config = ReliefConfig(0.9, 0.95, chunk_size=args.chunk_size)  # the paper's scores and selection rule
-    rows = [measure(name, n, repeat, config, layout) for layout in args.layouts for name in args.models]
+    rows = [measure(name, n, repeat, config, layout, args.device) for layout in args.layouts for name in args.models]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, pass chunk size {args.chunk_size or 'auto'}")
     print(markdown_table(rows))
     return rows

@@ -39,7 +39,6 @@ from tqdm.auto import tqdm
 from .compact import CompactModel
 from .config import ExperimentConfig, override
 from .data import DATASETS, Dataset, load_dataset, prepare, synthetic_dataset
-from .export import ExportError
 from .masks import load_pruned_state_dict
 from .methods import Budget, ReliefMethod, get_method
 from .metrics import layer_table, summary
@@ -517,8 +516,9 @@ class Run:
         try:
             compact = CompactModel(self.model, self.graph)
             compact.check(self._data().input_shape, self.scoring_batch[:8])
-        except ExportError as err:
-            warnings.warn(f"compact retraining is off for this stage: {err}", stacklevel=2)
+        except Exception as err:  # an optimisation only: any failure retrains the masked model, as before
+            warnings.warn(f"compact retraining is off for this stage ({type(err).__name__}: {err}); the masked model "
+                          "is retrained instead", stacklevel=2)
             return None
         return compact if compact.parameter_fraction() < 1 else None
 

@@ -341,6 +341,8 @@ def _backward_sweep(graph: PruningGraph) -> None:
 
 def _mask_removed_norms(graph: PruningGraph) -> None:
     """A channel of a BatchNorm / LayerNorm whose every unit is removed (no incoming weight, no bias) is masked."""
+    if not graph.norms:
+        return
     alive = {layer.name: alive_units(layer).cpu() for layer in graph.layers()}
     for norm in graph.norms:
         if not norm.input_map or getattr(norm.module, "weight", None) is None:
