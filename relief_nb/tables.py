@@ -11,12 +11,13 @@ import pandas as pd
 
 from .experiment import ExperimentConfig, Run
 from .presets import EXPERIMENTS
+from .published import published_table
 
 if TYPE_CHECKING:
     from .selection import SelectionRule
 
-__all__ = ["METHOD_LABELS", "alpha_sweep", "final_row", "gather_results", "method_table", "summary_rows",
-           "summary_table"]
+__all__ = ["METHOD_LABELS", "alpha_sweep", "final_row", "gather_results", "method_table", "published_crossings",
+           "summary_rows", "summary_table"]
 
 # method key of a run -> the name readers see in tables and figures
 METHOD_LABELS = {"relief": "NNrelief", "magnitude_global": "magnitude (global)",
@@ -78,7 +79,6 @@ def method_table(experiment: str, metrics: dict[str, pd.DataFrame]) -> pd.DataFr
 def summary_rows(results: pd.DataFrame) -> pd.DataFrame:
     """Our runs and the published points in one frame (network, dataset, method, seed, error_pct, compression,
     synthetic, source)."""
-    from .published import published_table
 
     ours = results.assign(source="relief_nb")
     pub = published_table()
@@ -106,4 +106,31 @@ def alpha_sweep(scores, alphas=(0.5, 0.8, 0.9, 0.95, 0.99, 1.0), rule: Selection
         rows.append({"alpha": alpha, "kept_connections": int(keep.sum()),
                      "kept_fraction": round(float(keep.float().mean()), 4),
                      "kept_mass": round(float((scores * keep).sum() / scores.sum()), 4)})
+    return pd.DataFrame(rows)
+
+
+def published_crossings(agg: pd.DataFrame, network: str, method: str = "relief") -> pd.DataFrame:
+    """Where ``method``'s runs cross each published method's compression on ``network``.
+
+    ``agg`` is :func:`relief_nb.sweep.aggregate`'s table (mean and std over seeds per iteration) of one setting.
+    One row per published method (dense baseline aside): the first iteration whose mean compression reaches the
+    published one, our mean test error there with its std over seeds, and the published error; iteration and
+    errors are empty where our runs never reach that compression."""
+    ours = agg[agg.method == method].sort_values("iteration")
+    settings = [c for c in ours.columns if c not in ("iteration", "n_seeds") and not c.endswith(("_mean", "_std"))]
+    if len(ours.drop_duplicates(settings)) > 1:
+        raise ValueError(f"published_crossings needs the aggregate of one setting; filter {settings} first")
+    rows = []
+    for pub in published_table(network).itertuples():
+        if pub.compression <= 1:
+            continue
+        reached = ours[ours.compression_mean >= pub.compression]
+        hit = reached.iloc[0] if len(reached) else None
+        rows.append({"published method": pub.method, "published compression": pub.compression,
+                     "published error %": pub.error_pct,
+                     "first iteration reaching it": int(hit.iteration) if hit is not None else None,
+                     "our compression": hit.compression_mean if hit is not None else None,
+                     "our error % (mean)": hit.test_error_pct_mean if hit is not None else None,
+                     "our error % (std)": hit.test_error_pct_std if hit is not None else None,
+                     "seeds": int(hit.n_seeds) if hit is not None else None})
     return pd.DataFrame(rows)

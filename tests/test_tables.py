@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from relief_nb.cli import main
 from relief_nb.experiment import ExperimentConfig, Run, override
@@ -76,3 +77,19 @@ def test_two_processes_on_one_run_neither_crash_nor_corrupt_it(tmp_path):
     assert len(results) == 1
     tables = [out.split("run folder:")[1].splitlines()[1:] for out, _ in outputs]
     assert tables[0] == tables[1]  # the same metrics printed by both
+
+
+def test_published_crossings_finds_the_first_iteration_at_each_published_compression():
+    from relief_nb.tables import published_crossings
+
+    # a fabricated aggregate (not a result): compression 1, 10, 30, 60 over iterations 0-3, two seeds
+    agg = pd.DataFrame({"experiment": "lenet300-mnist", "method": "relief", "alpha_fc": 0.95,
+                        "iteration": [0, 1, 2, 3], "n_seeds": 2, "compression_mean": [1.0, 10.0, 30.0, 60.0],
+                        "compression_std": 0.1, "test_error_pct_mean": [1.6, 1.7, 1.8, 2.1],
+                        "test_error_pct_std": 0.05, "flops_reduction_mean": 1.0, "val_error_pct_mean": 1.0})
+    table = published_crossings(agg, "lenet300-100").set_index("published compression")
+    assert table.loc[12, "first iteration reaching it"] == 2 and table.loc[12, "our error % (mean)"] == 1.8
+    assert table.loc[56, "first iteration reaching it"] == 3
+    assert pd.isna(table.loc[68, "first iteration reaching it"])  # never reached
+    with pytest.raises(ValueError, match="one setting"):
+        published_crossings(pd.concat([agg, agg.assign(alpha_fc=0.9)]), "lenet300-100")
