@@ -30,6 +30,7 @@ from torch import nn
 
 from .export import ExportError, _check_against, _set_submodule, plan_slices, take
 from .masks import raw_weight, refresh_weights
+from .modes import eval_mode
 from .structure import PruningGraph
 
 __all__ = ["CompactModel"]
@@ -97,7 +98,8 @@ class CompactModel:
 
     def check(self, input_shape: tuple[int, ...], probe: torch.Tensor | None = None) -> None:
         """Raise :class:`ExportError` unless the copy computes what the masked model computes (eval mode)."""
-        _check_against(self.full, self.model, input_shape, probe)
+        with eval_mode(self.model):  # the copy is in the full model's mode, which may be train
+            _check_against(self.full, self.model, input_shape, probe)
 
     @torch.no_grad()
     def write_back(self) -> None:

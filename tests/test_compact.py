@@ -157,3 +157,14 @@ def test_alpha_increment_raises_alpha_per_iteration_up_to_one():
     assert default.relief_at(7) is default.method.relief
     with pytest.raises(ValueError, match="alpha_increment"):
         ExperimentConfig.of(alpha_increment=1.5)
+
+
+def test_a_run_of_a_batchnorm_resnet_retrains_compact(tmp_path):
+    """The copy is checked in eval mode even though the model is in train mode when a stage starts."""
+    cfg = ExperimentConfig.of(model="resnet20", dataset="cifar10", synthetic=True, n_train=240, n_test=60,
+                              val_size=60, scoring_size=32, iterations=1, alpha_conv=0.8, alpha_fc=0.8,
+                              pretrain=TrainConfig(1, batch_size=60), retrain=TrainConfig(1, batch_size=60))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="compact retraining is off")
+        metrics = Run(cfg, tmp_path, progress=False).run()
+    assert metrics.compression.iloc[-1] > 1
