@@ -249,3 +249,15 @@ def test_default_seeds_and_methods_are_one_run():
                        params={"synthetic": True})
     assert sorted((r.config.seed, r.config.method.name) for r in runs) == [(0, "random"), (0, "relief"), (1, "random"),
                                                                       (1, "relief")]
+
+
+@pytest.mark.parametrize("grid_file", sorted((Path(__file__).resolve().parent.parent / "sweeps").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_the_shipped_sweep_files_name_known_experiments_profiles_and_methods(grid_file):
+    from relief_nb.methods import list_methods
+    from relief_nb.presets import EXPERIMENTS, PROFILES
+    from relief_nb.sweep import load_grid
+
+    grid = load_grid(grid_file)
+    assert grid["experiment"] in EXPERIMENTS and grid.get("profile", "cpu") in PROFILES
+    assert set(grid["methods"]) <= set(list_methods())
