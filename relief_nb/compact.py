@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .export import ExportError, _check_against, _set_submodule, plan_slices, take
+from .export import NORM_TENSORS, ExportError, _check_against, _set_submodule, plan_slices, slice_module, take
 from .masks import raw_weight, refresh_weights
 from .modes import eval_mode
 from .structure import PruningGraph
@@ -62,7 +62,7 @@ class CompactModel:
                 m.out_features, m.in_features = len(out_idx), raw_weight(m).shape[1]
         for path, idx in plan.norms.items():
             m = compact.get_submodule(path)
-            self._slice(m, path, dict.fromkeys(("weight", "bias", "running_mean", "running_var"), (idx, None)))
+            self._slice(m, path, dict.fromkeys(NORM_TENSORS, (idx, None)))
             m.num_features = len(idx)
         for (path, buffer), idx in plan.gates.items():
             owner = compact.get_submodule(path)
@@ -85,16 +85,8 @@ class CompactModel:
 
     def _slice(self, m: nn.Module, path: str, index: dict[str, Index]) -> None:
         """Slice ``m``'s tensors named in ``index`` (with their ``_orig`` / ``_mask``), recording the index."""
-        for name, t in [*m._parameters.items(), *m._buffers.items()]:
-            idx = index.get(name.removesuffix("_orig").removesuffix("_mask")) if t is not None else None
-            if idx is None:
-                continue
-            sliced = take(t.detach(), *idx)
-            if name in m._parameters:
-                m._parameters[name] = nn.Parameter(sliced, requires_grad=t.requires_grad)
-            else:
-                m._buffers[name] = sliced
-            self.index[f"{path}.{name}"] = idx
+        for name in slice_module(m, index):
+            self.index[f"{path}.{name}"] = index[name.removesuffix("_orig").removesuffix("_mask")]
 
     def check(self, input_shape: tuple[int, ...], probe: torch.Tensor | None = None) -> None:
         """Raise :class:`ExportError` unless the copy computes what the masked model computes (eval mode)."""
@@ -108,15 +100,11 @@ class CompactModel:
         for key, value in self.model.state_dict().items():
             if any(key.startswith(path + ".") for path in self._replaced):
                 continue
-            target = full[key]
             idx = self.index.get(key)
             if idx is None:
-                target.copy_(value)
-            elif idx[1] is None or target.ndim == 1:
-                target[idx[0].to(target.device)] = value.to(target.dtype)
+                full[key].copy_(value)
             else:
-                rows, cols = idx[0].to(target.device), idx[1].to(target.device)
-                target[rows.view(-1, 1), cols] = value.to(target.dtype)
+                _put(full[key], idx, value)
         refresh_weights(self.full)
 
     def _convert(self, state: dict, src_names: list[str], dst_names: list[str], to_full: bool) -> dict:
@@ -134,11 +122,7 @@ class CompactModel:
                     converted[k] = v.clone() if isinstance(v, torch.Tensor) else v
                 elif to_full:
                     whole = torch.zeros_like(full_params[name], dtype=v.dtype, memory_format=torch.preserve_format)
-                    rows = idx[0].to(v.device)
-                    if idx[1] is None or whole.ndim == 1:
-                        whole[rows] = v
-                    else:
-                        whole[rows.view(-1, 1), idx[1].to(v.device)] = v
+                    _put(whole, idx, v)
                     converted[k] = whole
                 else:
                     converted[k] = take(v, *idx)
@@ -161,6 +145,15 @@ class CompactModel:
         """Parameters of the compact copy over those of the full model (masked entries included in both)."""
         count = sum(p.numel() for p in self.model.parameters())
         return count / max(sum(p.numel() for p in self.full.parameters()), 1)
+
+
+def _put(target: torch.Tensor, idx: Index, value: torch.Tensor) -> None:
+    """The inverse of :func:`~relief_nb.export.take`: ``target[idx[0]][:, idx[1]] = value``, in place."""
+    rows = idx[0].to(target.device)
+    if idx[1] is None or target.ndim == 1:
+        target[rows] = value.to(target.dtype)
+    else:
+        target[rows.view(-1, 1), idx[1].to(target.device)] = value.to(target.dtype)
 
 
 def _is_channels_last(model: nn.Module) -> bool:

@@ -283,7 +283,9 @@ def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear:
         if path in folded:
             _set_submodule(exported, path, nn.Identity())
         else:
-            _slice_bn(exported.get_submodule(path), idx)
+            bn = exported.get_submodule(path)
+            slice_module(bn, dict.fromkeys(NORM_TENSORS, (idx, None)))
+            bn.num_features = len(idx)
     for (path, buffer), idx in plan.gates.items():
         owner = exported.get_submodule(path)
         setattr(owner, buffer, take(getattr(owner, buffer), idx))
@@ -310,17 +312,24 @@ def _foldable_bn(graph: ModelGraph, node) -> str | None:
     return user.target
 
 
-def _slice_bn(bn: nn.Module, idx: torch.Tensor) -> None:
-    idx = idx.to(bn.running_mean.device if bn.running_mean is not None else "cpu")
-    for name in ("weight", "bias"):
-        p = getattr(bn, name, None)
-        if p is not None:
-            setattr(bn, name, nn.Parameter(p.detach()[idx].clone(), requires_grad=p.requires_grad))
-    for name in ("running_mean", "running_var"):
-        buf = getattr(bn, name, None)
-        if buf is not None:
-            setattr(bn, name, buf[idx].clone())
-    bn.num_features = len(idx)
+NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+def slice_module(m: nn.Module, index: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> list[str]:
+    """Slice, in place, ``m``'s parameters and buffers whose base name is in ``index`` (prune's ``<name>_orig`` and
+    ``<name>_mask`` too) to ``take(t, *index[base])``; returns the names sliced."""
+    sliced = []
+    for name, t in [*m._parameters.items(), *m._buffers.items()]:
+        idx = index.get(name.removesuffix("_orig").removesuffix("_mask")) if t is not None else None
+        if idx is None:
+            continue
+        part = take(t.detach(), *idx)
+        if name in m._parameters:
+            m._parameters[name] = nn.Parameter(part, requires_grad=t.requires_grad)
+        else:
+            m._buffers[name] = part
+        sliced.append(name)
+    return sliced
 
 
 def _check_against(model: nn.Module, exported: nn.Module, input_shape: tuple[int, ...],
