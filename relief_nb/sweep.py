@@ -40,8 +40,10 @@ paths (a shared file system). On SLURM::
                    scheduler=cluster, results_dir="/shared/results", data_dir="/shared/data")
 
 Outputs (``save=True``, the CLI): ``<results>/sweeps/<name>/`` (``<results>/smoke/sweeps/<name>/`` for the smoke
-profile) holds ``sweep.csv`` (:func:`run_sweep`'s table), ``aggregate.csv`` (:func:`aggregate`) and one figure
-``<experiment>.png`` per experiment (:func:`plot_sweep`). The runs themselves live in the shared runs folder
+profile) holds ``sweep.csv`` (:func:`run_sweep`'s table), ``aggregate.csv`` (:func:`aggregate`), ``report.md``
+(:func:`sweep_report`) and one figure ``<experiment>.png`` per experiment (:func:`plot_sweep`). ``relief-nb sweep
+GRID --collect`` writes them from what the folders hold, without running anything (a sweep still running or
+stopped). The runs themselves live in the shared runs folder
 (:func:`relief_nb.paths.runs_folder`), where notebooks and ``relief-nb run`` find and reuse them.
 """
 
@@ -71,7 +73,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = ["GRID_KEYS", "SweepRun", "add_sweep_command", "aggregate", "expand_grid", "load_grid", "plot_sweep",
-           "run_done", "run_sweep", "sweep_folder"]
+           "run_done", "run_sweep", "sweep_folder", "sweep_report"]
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # keys of a grid, in a TOML file and as run_sweep's arguments (the CLI's options spell them with dashes)
@@ -79,7 +81,7 @@ GRID_KEYS = ("experiment", "alpha_conv", "alpha_fc", "seeds", "methods", "profil
              "retries")
 # per-iteration measurements of the tidy table; every other column except the per-run ones is a grid coordinate
 METRIC_COLUMNS = ("iteration", "compression", "flops_reduction", "test_error_pct", "val_error_pct",
-                  "params_remaining")
+                  "params_remaining", "wall_time_s")
 _PER_RUN_COLUMNS = ("seed", "run", "status", "error")
 
 
@@ -283,7 +285,8 @@ def _rows(run: SweepRun, status: str, metrics: pd.DataFrame | None, folder: Path
         return pd.DataFrame([{**head, **{c: float("nan") for c in METRIC_COLUMNS}, **tail}])
     m = pd.DataFrame({"iteration": metrics.iteration, "compression": metrics.compression,
                       "flops_reduction": metrics.flops_reduction, "test_error_pct": 100 * metrics.test_error,
-                      "val_error_pct": 100 * (1 - metrics.val_acc), "params_remaining": metrics.params_remaining})
+                      "val_error_pct": 100 * (1 - metrics.val_acc), "params_remaining": metrics.params_remaining,
+                      "wall_time_s": metrics.get("wall_time_s", float("nan"))})
     return m.assign(**head, **tail)
 
 
@@ -310,15 +313,19 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
               params: Mapping[str, Any] | None = None, *, scheduler: Any = None,
               results_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
               device: str = "auto", retries: int = 2, progress: bool = True, name: str | None = None,
-              save: bool = False) -> pd.DataFrame:
+              save: bool = False, execute: bool = True) -> pd.DataFrame:
     """Run a grid (see :func:`expand_grid` and the module docstring) on Dask; return the tidy table.
 
     One row per run and iteration: experiment, network, dataset, method (readable label), alpha_conv, alpha_fc,
     seed, any other varying setting, iteration, compression, flops_reduction, test_error_pct, val_error_pct,
-    params_remaining, synthetic, run (folder name), folder, status (``done``: ran now, ``cached``: finished
-    before, ``failed``: one row with the ``error``). ``df.attrs`` holds ``submitted`` (tasks sent to Dask),
-    ``failed``, ``scheduler`` (its address, None if nothing was submitted) and, with ``save``, ``folder``
-    (where :func:`save_sweep` wrote sweep.csv, aggregate.csv and the figures).
+    params_remaining, wall_time_s (of the iteration's training and evaluation), synthetic, run (folder name),
+    folder, status (``done``: ran now, ``cached``: finished before, ``failed``: one row with the ``error``).
+
+    ``execute=False`` runs nothing and starts no cluster: it collects what the folders hold now, an unfinished
+    run with the iterations it has finished (status ``partial``, or ``not started``: one row without metrics),
+    so the tables and figures of a sweep still running, or stopped, can be read. ``df.attrs`` holds
+    ``submitted`` (tasks sent to Dask), ``failed``, ``scheduler`` (its address, None if nothing was submitted)
+    and, with ``save``, ``folder`` (where :func:`save_sweep` wrote its files).
     """
     results = Path(results_dir or paths.default_results_dir()).resolve()
     data = Path(data_dir or paths.default_data_dir()).resolve()
@@ -332,8 +339,11 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
             frames[run.name] = _rows(run, "failed", None, runs_dir, run.error)
         elif (stored := Run(run.config, runs_dir, data, device="cpu", progress=False)).folder and stored.finished():
             frames[run.name] = _rows(run, "cached", stored.metrics(), runs_dir)  # .folder: a 0.1 folder migrated
-        else:
+        elif execute:
             todo.append(run)
+        else:
+            partial = stored.metrics()
+            frames[run.name] = _rows(run, "partial" if len(partial) else "not started", partial, runs_dir)
     address = None
     if todo:
         address = _submit_all(todo, frames, runs_dir, data, device, retries, progress, scheduler)
@@ -411,15 +421,17 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of test error % and compression (and FLOPs reduction, val error %) per
     experiment, method, alphas, other grid settings and iteration; ``n_seeds`` counts the seeds averaged.
 
-    Failed runs are left out. Works on :func:`run_sweep`'s table or on ``sweep.csv`` read back."""
-    ok = df[df.status != "failed"]
+    Failed runs (and runs not started) are left out; a run collected unfinished counts at the iterations it has.
+    Works on :func:`run_sweep`'s table or on ``sweep.csv`` read back."""
+    ok = df[df.status != "failed"].dropna(subset=["iteration"])
     keys = [c for c in df.columns if c not in METRIC_COLUMNS and c not in _PER_RUN_COLUMNS and c != "folder"]
     keys.append("iteration")
     g = ok.groupby(keys, dropna=False, sort=True)
     out = g.agg(n_seeds=("seed", "nunique"),
                 test_error_pct_mean=("test_error_pct", "mean"), test_error_pct_std=("test_error_pct", "std"),
                 compression_mean=("compression", "mean"), compression_std=("compression", "std"),
-                flops_reduction_mean=("flops_reduction", "mean"), val_error_pct_mean=("val_error_pct", "mean"))
+                flops_reduction_mean=("flops_reduction", "mean"), val_error_pct_mean=("val_error_pct", "mean"),
+                wall_time_s_mean=("wall_time_s", "mean"))
     return out.reset_index()
 
 
@@ -489,8 +501,64 @@ def plot_sweep(agg: pd.DataFrame, experiment: str | None = None, mark: str | Non
     return _finish(fig, mark, used)
 
 
+def _wall_times(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method: runs, their summed wall time (training and evaluation, every iteration) and its range."""
+    ok = df[df.status != "failed"].dropna(subset=["iteration"])
+    per_run = ok.groupby(["method", "run"], sort=False).agg(seconds=("wall_time_s", "sum"),
+                                                            status=("status", "first")).reset_index()
+    rows = []
+    for method, g in per_run.groupby("method", sort=False):
+        unfinished = int(g.status.eq("partial").sum())
+        rows.append({"method": method, "runs": len(g), "unfinished": unfinished,
+                     "wall time in all": f"{g.seconds.sum():,.0f} s",
+                     "per run": f"{g.seconds.min():,.0f}-{g.seconds.max():,.0f} s"})
+    return pd.DataFrame(rows)
+
+
+def sweep_report(df: pd.DataFrame) -> str:
+    """Markdown of a sweep's table: per experiment and setting, each method's compression and test error (mean ±
+    std over seeds) at every iteration, where NNrelief's mean compression first reaches each published point
+    of the network, and the wall time of the runs. What ``report.md`` of a saved sweep holds."""
+    from .published import published_table
+    from .tables import iteration_table, markdown, mean_std, published_crossings
+
+    agg = aggregate(df)
+    parts = []
+    if df.synthetic.astype(bool).any():
+        parts.append("**Synthetic stand-in data: these numbers are checks, not results.**\n")
+    not_counted = df[df.status.isin(["failed", "not started"])].drop_duplicates("run")
+    for row in not_counted.itertuples():
+        parts.append(f"- not counted: {row.run} ({row.status}{f': {row.error}' if row.error else ''})")
+    keys = ["experiment", *_panel_keys(agg)]
+    for values, sub in agg.groupby(keys, dropna=False, sort=True):
+        setting = ", ".join(f"{k} = {v}" for k, v in zip(keys[1:], values[1:]) if not pd.isna(v))
+        parts.append(f"\n## {values[0]}{f' ({setting})' if setting else ''}\n")
+        parts.append("Mean ± std over seeds of each iteration (iteration 0: the trained dense network).\n")
+        parts.append(markdown(iteration_table(sub)))
+        network = str(sub.network.iloc[0])
+        relief = sub[sub.method == METHOD_LABELS["relief"]]
+        if len(published_table(network)) and len(relief):
+            crossings = published_crossings(relief, network)
+            table = pd.DataFrame({
+                "published method": crossings["published method"],
+                "published": [f"{c:g}x at {e:.2f} %" for c, e in zip(crossings["published compression"],
+                                                                    crossings["published error %"])],
+                "first iteration at or above": crossings["first iteration reaching it"].astype("Int64"),
+                "NNrelief there": [mean_std(e, s_, 2, " %") if not pd.isna(c) else "never reached"
+                                   for c, e, s_ in zip(crossings["our compression"], crossings["our error % (mean)"],
+                                                       crossings["our error % (std)"])],
+                "its compression": [f"{c:.1f}x" if not pd.isna(c) else "" for c in crossings["our compression"]]})
+            parts.append("\nWhere NNrelief's mean compression first reaches each published point:\n")
+            parts.append(markdown(table))
+        runs = df.merge(pd.DataFrame([values], columns=keys), on=keys)
+        parts.append("\nWall time (training and evaluation of every iteration, summed per run):\n")
+        parts.append(markdown(_wall_times(runs)))
+    return "\n".join(parts).strip() + "\n"
+
+
 def save_sweep(df: pd.DataFrame, folder: str | os.PathLike, mark: str | None = None) -> Path:
-    """Write ``sweep.csv``, ``aggregate.csv`` and ``<experiment>.png`` (one figure per experiment) into ``folder``."""
+    """Write ``sweep.csv``, ``aggregate.csv``, ``report.md`` (:func:`sweep_report`) and ``<experiment>.png`` (one
+    figure per experiment) into ``folder``."""
     import matplotlib.pyplot as plt
 
     from .plots import save_figure
@@ -500,6 +568,7 @@ def save_sweep(df: pd.DataFrame, folder: str | os.PathLike, mark: str | None = N
     df.to_csv(folder / "sweep.csv", index=False)
     agg = aggregate(df)
     agg.to_csv(folder / "aggregate.csv", index=False)
+    (folder / "report.md").write_text(sweep_report(df))
     for experiment in agg.experiment.unique():
         fig = plot_sweep(agg, experiment, mark=mark)
         save_figure(fig, folder, str(experiment))
@@ -542,18 +611,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError("no experiment: give --experiment NAME or a grid file with experiment = ...")
     experiment = grid.pop("experiment")
     df = run_sweep(experiment, **grid, scheduler=args.scheduler, results_dir=args.results_dir,
-                   data_dir=args.data_dir, progress=not args.no_progress, save=True)
+                   data_dir=args.data_dir, progress=not args.no_progress, save=True, execute=not args.collect)
     agg = aggregate(df)
     cols = [c for c in agg.columns if c not in ("network", "dataset", "synthetic", "flops_reduction_mean",
-                                                 "val_error_pct_mean")]
+                                                 "val_error_pct_mean", "wall_time_s_mean")]
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(agg[cols].round(3).to_string(index=False))
     per_run = df.drop_duplicates("run")
     for row in per_run[per_run.status == "failed"].itertuples():
         print(f"FAILED {row.run}: {row.error}", file=sys.stderr)
     counts = per_run.status.value_counts()
-    print(f"{len(per_run)} runs: {counts.get('done', 0)} ran, {counts.get('cached', 0)} already finished, "
-          f"{counts.get('failed', 0)} failed; tables and figures in {df.attrs['folder']}")
+    unfinished = "".join(f", {counts[s]} {s}" for s in ("partial", "not started") if counts.get(s))
+    print(f"{len(per_run)} runs: {counts.get('done', 0)} ran, {counts.get('cached', 0)} already finished"
+          f"{unfinished}, {counts.get('failed', 0)} failed; tables, report.md and figures in {df.attrs['folder']}")
     if per_run.synthetic.astype(bool).any():
         print("NOTE: synthetic stand-in data: these numbers are not results.")
     return 1 if df.attrs["failed"] else 0
@@ -565,8 +635,9 @@ def add_sweep_command(sub: Any) -> None:
                        description="Run a grid (experiments x alphas x seeds x methods x -p lists) as Dask tasks. "
                        "The grid comes from the options or a TOML file with the same keys (experiment, alpha_conv, "
                        "alpha_fc, seeds, methods, profile, name, [params]); options override the file. Writes "
-                       "sweep.csv, aggregate.csv and <experiment>.png to RESULTS_DIR/sweeps/<name>/ "
-                       "(RESULTS_DIR/smoke/sweeps for the smoke profile). Exit code 1 if any run failed.")
+                       "sweep.csv, aggregate.csv, report.md (per-iteration tables, published crossings, wall time) "
+                       "and <experiment>.png to RESULTS_DIR/sweeps/<name>/ (RESULTS_DIR/smoke/sweeps for the smoke "
+                       "profile). Exit code 1 if any run failed.")
     p.add_argument("grid", nargs="?", help="a TOML grid file (e.g. sweeps/lenet300-mnist.toml)")
     p.add_argument("--experiment", nargs="+", help="preset name(s), e.g. lenet300-mnist")
     p.add_argument("--alpha-conv", nargs="+", type=float)
@@ -585,4 +656,7 @@ def add_sweep_command(sub: Any) -> None:
     p.add_argument("--data-dir", default=str(paths.default_data_dir()))
     p.add_argument("--results-dir", default=str(paths.default_results_dir()))
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--collect", action="store_true",
+                   help="run nothing: write the tables and figures from what the run folders hold now "
+                   "(unfinished runs count with the iterations they have finished)")
     p.set_defaults(func=_cmd_sweep)

@@ -16,8 +16,8 @@ from .published import published_table
 if TYPE_CHECKING:
     from .selection import SelectionRule
 
-__all__ = ["METHOD_LABELS", "alpha_sweep", "final_row", "gather_results", "method_table", "published_crossings",
-           "summary_rows", "summary_table"]
+__all__ = ["METHOD_LABELS", "alpha_sweep", "final_row", "gather_results", "iteration_table", "markdown",
+           "mean_std", "method_table", "published_crossings", "summary_rows", "summary_table"]
 
 # method key of a run -> the name readers see in tables and figures
 METHOD_LABELS = {"relief": "NNrelief", "magnitude_global": "magnitude (global)",
@@ -109,17 +109,23 @@ def alpha_sweep(scores, alphas=(0.5, 0.8, 0.9, 0.95, 0.99, 1.0), rule: Selection
     return pd.DataFrame(rows)
 
 
+def _one_setting(agg: pd.DataFrame, caller: str, also: tuple[str, ...] = ()) -> None:
+    settings = [c for c in agg.columns
+                if c not in ("iteration", "n_seeds", *also) and not c.endswith(("_mean", "_std"))]
+    if len(agg.drop_duplicates(settings)) > 1:
+        raise ValueError(f"{caller} needs the aggregate of one setting; filter {settings} first")
+
+
 def published_crossings(agg: pd.DataFrame, network: str, method: str = "relief") -> pd.DataFrame:
-    """Where ``method``'s runs cross each published method's compression on ``network``.
+    """Where ``method``'s runs (its key or its label: ``"relief"`` or ``"NNrelief"``) cross each published
+    method's compression on ``network``.
 
     ``agg`` is :func:`relief_nb.sweep.aggregate`'s table (mean and std over seeds per iteration) of one setting.
     One row per published method (dense baseline aside): the first iteration whose mean compression reaches the
     published one, our mean test error there with its std over seeds, and the published error; iteration and
     errors are empty where our runs never reach that compression."""
-    ours = agg[agg.method == method].sort_values("iteration")
-    settings = [c for c in ours.columns if c not in ("iteration", "n_seeds") and not c.endswith(("_mean", "_std"))]
-    if len(ours.drop_duplicates(settings)) > 1:
-        raise ValueError(f"published_crossings needs the aggregate of one setting; filter {settings} first")
+    ours = agg[agg.method.isin({method, METHOD_LABELS.get(method, method)})].sort_values("iteration")
+    _one_setting(ours, "published_crossings")
     rows = []
     for pub in published_table(network).itertuples():
         if pub.compression <= 1:
@@ -134,3 +140,39 @@ def published_crossings(agg: pd.DataFrame, network: str, method: str = "relief")
                      "our error % (std)": hit.test_error_pct_std if hit is not None else None,
                      "seeds": int(hit.n_seeds) if hit is not None else None})
     return pd.DataFrame(rows)
+
+
+def mean_std(mean: float, std: float, digits: int, unit: str = "") -> str:
+    """``"2.04 ± 0.05 %"``; the mean alone where std is NaN (one seed), empty where the mean is."""
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}") + unit
+
+
+def iteration_table(agg: pd.DataFrame) -> pd.DataFrame:
+    """One setting's aggregate (:func:`relief_nb.sweep.aggregate`, every method), one row per iteration: each
+    method's compression and test error % as "mean ± std" over seeds, and its ``seeds`` where some iteration
+    has fewer than others (a sweep collected while runs are unfinished)."""
+    _one_setting(agg, "iteration_table", also=("method",))
+    out = pd.DataFrame(index=pd.Index(sorted(agg.iteration.dropna().unique()), name="iteration"))
+    for method, m in agg.groupby("method", sort=False):
+        m = m.set_index("iteration")
+        out[f"{method} compression"] = m.apply(
+            lambda r: mean_std(r.compression_mean, r.compression_std, 1, "x"), axis=1)
+        out[f"{method} test error %"] = m.apply(
+            lambda r: mean_std(r.test_error_pct_mean, r.test_error_pct_std, 2), axis=1)
+        if agg.n_seeds.nunique() > 1:
+            out[f"{method} seeds"] = m.n_seeds.astype("Int64")
+    return out.astype(object).fillna("").reset_index()
+
+
+def markdown(df: pd.DataFrame, floats: str = "{:.2f}") -> str:
+    """``df`` as a GitHub pipe table (pandas' ``to_markdown`` needs ``tabulate``, not worth a dependency)."""
+    def cell(v: Any) -> str:
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            return ""
+        return floats.format(v) if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)

@@ -106,6 +106,51 @@ def test_aggregate_and_figure(first_sweep):
     assert len(fig.axes) == 2  # one panel per alpha_fc
 
 
+def test_report_has_each_settings_iterations_crossings_and_wall_time(first_sweep):
+    from relief_nb.sweep import sweep_report
+
+    df, _ = first_sweep
+    report = sweep_report(df)
+    assert report.startswith("**Synthetic stand-in data")
+    assert report.count("## lenet300-mnist (alpha_conv = 0.9, alpha_fc = ") == 2  # one section per alpha_fc
+    section = report.split("alpha_fc = 0.95)")[1]
+    header = next(line for line in section.splitlines() if line.startswith("| iteration"))
+    assert header == ("| iteration | NNrelief compression | NNrelief test error % | magnitude (global) compression "
+                      "| magnitude (global) test error % |")  # every iteration has both seeds: no seeds column
+    rows = df[(df.method == "NNrelief") & (df.alpha_fc == 0.95) & (df.iteration == 1)]
+    mean, std = rows.test_error_pct.mean(), rows.test_error_pct.std()
+    assert f"| 1 | {rows.compression.mean():.1f} ± {rows.compression.std():.1f}x | {mean:.2f} ± {std:.2f} |" in section
+    assert "Dynamic Network Surgery (Guo et al. 2016) | 56x at 1.99 % |" in section
+    seconds = df[(df.method == "NNrelief") & (df.alpha_fc == 0.95)].wall_time_s.sum()
+    assert seconds > 0 and f"| NNrelief | 2 | 0 | {seconds:,.0f} s |" in section
+
+
+def test_collect_reads_unfinished_runs_without_running(first_sweep, tmp_path):
+    import shutil
+
+    df, results = first_sweep
+    shutil.copytree(results / "smoke", tmp_path / "smoke")
+    runs = tmp_path / "smoke" / "runs"
+    relief = sorted(df[(df.method == "NNrelief") & (df.alpha_fc == 0.9)].run.unique())
+    glob = sorted(df[(df.method == "magnitude (global)") & (df.alpha_fc == 0.9)].run.unique())
+    (runs / relief[1] / "checkpoint.pt").unlink()  # stopped after iteration 1: no finished checkpoint, 2 rows
+    metrics = pd.read_csv(runs / relief[1] / "metrics.csv")
+    metrics[metrics.iteration <= 1].to_csv(runs / relief[1] / "metrics.csv", index=False)
+    shutil.rmtree(runs / glob[1])  # never started
+    got = run_sweep(**GRID, scheduler="tcp://127.0.0.1:9", results_dir=tmp_path, data_dir=ROOT / "data",
+                    progress=False, execute=False, save=True, name="collected")
+    assert got.attrs["submitted"] == 0 and got.attrs["scheduler"] is None
+    status = got.drop_duplicates("run").set_index("run").status
+    assert status[relief[1]] == "partial" and status[glob[1]] == "not started"
+    assert (status.drop([relief[1], glob[1]]) == "cached").all()
+    assert sorted(got[got.run == relief[1]].iteration) == [0, 1]
+    agg = aggregate(got).set_index(["method", "alpha_fc", "iteration"])
+    assert agg.loc[("NNrelief", 0.9, 1), "n_seeds"] == 2 and agg.loc[("NNrelief", 0.9, 2), "n_seeds"] == 1
+    assert agg.loc[("magnitude (global)", 0.9, 1), "n_seeds"] == 1
+    report = (tmp_path / "smoke" / "sweeps" / "collected" / "report.md").read_text()
+    assert f"not counted: {glob[1]} (not started)" in report and "| NNrelief seeds |" in report
+
+
 def test_invalid_point_is_reported_not_raised():
     runs = expand_grid("lenet300-mnist", alpha_fc=[0.9, 1.5], methods=["relief", "random"], profile="smoke",
                        params={"synthetic": True})

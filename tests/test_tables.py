@@ -91,5 +91,27 @@ def test_published_crossings_finds_the_first_iteration_at_each_published_compres
     assert table.loc[12, "first iteration reaching it"] == 2 and table.loc[12, "our error % (mean)"] == 1.8
     assert table.loc[56, "first iteration reaching it"] == 3
     assert pd.isna(table.loc[68, "first iteration reaching it"])  # never reached
+    by_label = published_crossings(agg.assign(method="NNrelief"), "lenet300-100")  # the aggregate's label
+    pd.testing.assert_frame_equal(by_label, table.reset_index()[by_label.columns])
     with pytest.raises(ValueError, match="one setting"):
         published_crossings(pd.concat([agg, agg.assign(alpha_fc=0.9)]), "lenet300-100")
+
+
+def test_iteration_table_formats_mean_and_std_and_flags_missing_seeds():
+    from relief_nb.tables import iteration_table, markdown
+
+    # a fabricated aggregate (not a result): two methods, the second with one seed at iteration 1
+    agg = pd.DataFrame({"experiment": "x", "method": ["A", "A", "B", "B"], "alpha_fc": 0.95,
+                        "iteration": [0, 1, 0, 1], "n_seeds": [2, 2, 2, 1],
+                        "compression_mean": [1.0, 6.25, 1.0, 6.0], "compression_std": [0.0, 0.31, 0.0, float("nan")],
+                        "test_error_pct_mean": [1.5, 1.734, 1.5, 2.0], "test_error_pct_std": [0.1, 0.02, 0.1, None]})
+    table = iteration_table(agg)
+    assert list(table.columns) == ["iteration", "A compression", "A test error %", "A seeds", "B compression",
+                                   "B test error %", "B seeds"]
+    row = table.set_index("iteration").loc[1]
+    assert (row["A compression"], row["A test error %"], row["B compression"], row["B test error %"]) == \
+        ("6.2 ± 0.3x", "1.73 ± 0.02", "6.0x", "2.00")  # one seed: the mean alone
+    text = markdown(table).splitlines()
+    assert text[1] == "|---|---|---|---|---|---|---|" and text[3].startswith("| 1 | 6.2 ± 0.3x |")
+    with pytest.raises(ValueError, match="one setting"):
+        iteration_table(pd.concat([agg, agg.assign(alpha_fc=0.9)]))
