@@ -5,7 +5,13 @@ FLOPs: an epoch at least 3.3x faster). Masks: the README's LeNet-5 run when its 
 ResNet-20 after one pass at alpha 0.9 (untrained, random images: no real CIFAR run exists on these machines).
 The epoch itself runs on a synthetic data set of the right shape (its cost does not depend on the pixels).
     python benchmarks/bench_compact.py            # LeNet-5 and ResNet-20, 6000 images
+    python benchmarks/bench_compact.py --threads 1  # as a sweep's worker trains (one torch thread)
     python benchmarks/bench_compact.py --quick    # tiny, for the test suite
+
+``--run FOLDER`` times the epoch at the masks of every iteration of one run (its ``iterations/XX/model.pt``):
+each retraining stage has the same number of epochs, so the ratio of the summed masked epochs to the summed
+compact ones is what compact retraining saves over the run's whole retraining, measured in one run.
+    python benchmarks/bench_compact.py --threads 1 --run results/runs/<experiment>/seed_0
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from __future__ import annotations
 import argparse
 import copy
 import warnings
+from pathlib import Path
 
 import torch
-from common import RUNS, interleaved_best, markdown_table, pruned_model
+from common import DATA, RUNS, interleaved_best, markdown_table, pruned_model
 
 from relief_nb.compact import CompactModel
 from relief_nb.data import synthetic_dataset
+from relief_nb.experiment import Run
 from relief_nb.metrics import summary
 from relief_nb.models import create_model, input_shape_of
 from relief_nb.relief import ReliefConfig, ReliefWarning, relief_prune
@@ -38,9 +46,10 @@ def masked_model(name: str) -> tuple[torch.nn.Module, str]:
     return model, "one pass at alpha 0.9 on random images, untrained"
 
 
-def measure(name: str, n: int, repeat: int) -> dict:
+def measure(name: str, n: int, repeat: int, masked: torch.nn.Module | None = None, source: str = "") -> dict:
     ds = synthetic_dataset(DATASET_OF[name], n_train=n, n_test=10)
-    masked, source = masked_model(name)
+    if masked is None:
+        masked, source = masked_model(name)
     masked = masked.to(memory_format=torch.channels_last)  # as experiments train it
     graph = trace_model(masked, input_shape_of(name))
     flops = summary(masked, graph)["flops_reduction"]
@@ -57,20 +66,45 @@ def measure(name: str, n: int, repeat: int) -> dict:
 
     best = interleaved_best({"masked": epoch(masked), "compact": epoch(compact.model)}, repeat)
     speedup = best["masked"] / best["compact"]
-    return {"model": name, "images": n, "masked_epoch_s": f"{best['masked']:.2f}",
-            "compact_epoch_s": f"{best['compact']:.2f}", "speedup": f"{speedup:.2f}x",
+    return {"model": name, "images": n, "masked_epoch_s": f"{best['masked']:.3f}",
+            "compact_epoch_s": f"{best['compact']:.3f}", "speedup": f"{speedup:.2f}x",
             "flops_reduction": f"{flops:.2f}x", "speedup_over_flops": f"{speedup / flops:.0%}",
             "compact_params": f"{compact.parameter_fraction():.1%}", "masks": source}
+
+
+def over_run(folder: Path, n: int, repeat: int) -> list[dict]:
+    """One row per retraining stage of the run in ``folder`` (the masks it retrained at), then the whole run's."""
+    run = Run.at(folder, data_dir=DATA)
+    iterations = sorted(int(p.parent.name) for p in (folder / "iterations").glob("*/model.pt"))
+    stages = [k for k in iterations if k > 0]
+    if not stages:
+        raise SystemExit(f"{folder}: no iterations/XX/model.pt after iteration 0; is this a run folder?")
+    rows = []
+    for k in stages:
+        row = measure(run.config.model, n, repeat, run.load_model(k), f"iteration {k} of {folder.parent.name}")
+        rows.append({"iteration": k, **{c: row[c] for c in ("masked_epoch_s", "compact_epoch_s", "speedup",
+                                                            "flops_reduction", "compact_params")}})
+    masked = sum(float(r["masked_epoch_s"]) for r in rows)
+    compact = sum(float(r["compact_epoch_s"]) for r in rows)
+    rows.append({"iteration": f"all {len(stages)}", "masked_epoch_s": f"{masked:.3f}",
+                 "compact_epoch_s": f"{compact:.3f}", "speedup": f"{masked / compact:.2f}x", "flops_reduction": "",
+                 "compact_params": ""})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--models", nargs="*", default=["lenet5", "resnet20"])
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--run", type=Path, help="a run folder: time every retraining stage's masks")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n, repeat = (240, 1) if args.quick else (6000, 3)
-    rows = [measure(name, n, repeat) for name in args.models]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows = over_run(args.run, n, repeat) if args.run else [measure(name, n, repeat) for name in args.models]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+          f"{f', run {args.run}, {n} images per epoch' if args.run else ''}")
     print(markdown_table(rows))
     return rows
 

@@ -11,14 +11,17 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from relief_nb.experiment import ExperimentConfig, Run
 from relief_nb.models import create_model, input_shape_of
 from relief_nb.presets import experiment_config
 from relief_nb.relief import relief_prune
+from relief_nb.tables import markdown
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
+DATA = Path(__file__).resolve().parent.parent / "data"
 README_RUNS = {"lenet300-100": "lenet300-mnist", "lenet5": "lenet5-mnist"}  # the README's runs: profile cpu
 
 
@@ -44,10 +47,7 @@ def interleaved_best(fns: Mapping[str, Callable[[], object]], rounds: int = 3) -
 
 
 def markdown_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown(pd.DataFrame(rows))
 
 
 def pruned_model(name: str, runs: Path = RUNS) -> tuple[torch.nn.Module, str]:
@@ -62,7 +62,8 @@ def pruned_model(name: str, runs: Path = RUNS) -> tuple[torch.nn.Module, str]:
             found.append((cfg.identity() != readme.identity() if readme else True, config_path, cfg))
     if found:
         _, config_path, cfg = min(found, key=lambda f: f[:2])
-        return Run.at(config_path.parent).load_model(), f"real MNIST run {config_path.parent.parent.name}"
+        model = Run.at(config_path.parent, data_dir=DATA).load_model()
+        return model, f"real MNIST run {config_path.parent.parent.name}"
     model = create_model(name, seed=0)
     x = torch.rand(512, *input_shape_of(name))
     for _ in range(3):

@@ -249,12 +249,14 @@ class Run:
         self._user_data_fingerprint: str | None = None
 
     @classmethod
-    def at(cls, folder: str | os.PathLike, config: ExperimentConfig | None = None) -> Run:
-        """The run stored in ``folder``, for reading its results (no data are loaded)."""
+    def at(cls, folder: str | os.PathLike, config: ExperimentConfig | None = None,
+           data_dir: str | os.PathLike = "data") -> Run:
+        """The run stored in ``folder``, for reading its results (no data are loaded; :meth:`load_model` reads
+        ``data_dir`` to rebuild the model)."""
         folder = Path(folder)
         if config is None:
             config = ExperimentConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        run = cls(config, folder.parent.parent, progress=False, device="cpu")
+        run = cls(config, folder.parent.parent, data_dir, progress=False, device="cpu")
         run._folder = folder
         run._migrate_iterations()
         return run

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -15,3 +16,21 @@ def test_benchmark_runs_in_quick_mode(module, tmp_path, capsys):
     args = ["--quick"] + (["--runs", str(tmp_path)] if module == "bench_inference" else [])
     rows = mod.main(args)
     assert rows and "|" in capsys.readouterr().out
+
+
+def test_compact_benchmark_over_a_runs_iterations(tmp_path, capsys):
+    from relief_nb.experiment import run_experiment
+    from relief_nb.presets import experiment_config
+
+    cfg = experiment_config("lenet5-mnist", "smoke", synthetic=True, iterations=2, target_compression=None)
+    run = run_experiment(cfg, results_dir=tmp_path, progress=False, device="cpu")
+    threads = torch.get_num_threads()
+    try:
+        rows = __import__("bench_compact").main(["--quick", "--threads", "1", "--run", str(run.folder)])
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["iteration"] for r in rows] == [1, 2, "all 2"]
+    total = rows[-1]
+    assert float(total["masked_epoch_s"]) == pytest.approx(sum(float(r["masked_epoch_s"]) for r in rows[:-1]),
+                                                           abs=2e-3)
+    assert "1 threads" in capsys.readouterr().out
