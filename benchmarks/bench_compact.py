@@ -46,15 +46,17 @@ def masked_model(name: str) -> tuple[torch.nn.Module, str]:
     return model, "one pass at alpha 0.9 on random images, untrained"
 
 
-def measure(name: str, n: int, repeat: int, masked: torch.nn.Module | None = None, source: str = "") -> dict:
+def measure(name: str, n: int, repeat: int, masked: torch.nn.Module | None = None, source: str = "",
+            multiples: tuple[int, ...] = (1,)) -> dict:
     ds = synthetic_dataset(DATASET_OF[name], n_train=n, n_test=10)
     if masked is None:
         masked, source = masked_model(name)
     masked = masked.to(memory_format=torch.channels_last)  # as experiments train it
     graph = trace_model(masked, input_shape_of(name))
     flops = summary(masked, graph)["flops_reduction"]
-    compact = CompactModel(masked, graph)
-    compact.check(input_shape_of(name))
+    compacts = {m: CompactModel(masked, graph, m) for m in multiples}
+    for compact in compacts.values():
+        compact.check(input_shape_of(name))
     cfg = TrainConfig(1, batch_size=120)
     device = torch.device("cpu")
 
@@ -64,15 +66,21 @@ def measure(name: str, n: int, repeat: int, masked: torch.nn.Module | None = Non
         g = torch.Generator().manual_seed(0)
         return lambda: train_epoch(model, ds.train_x, ds.train_y, ds, cfg, opt, device, g)
 
-    best = interleaved_best({"masked": epoch(masked), "compact": epoch(compact.model)}, repeat)
-    speedup = best["masked"] / best["compact"]
-    return {"model": name, "images": n, "masked_epoch_s": f"{best['masked']:.3f}",
-            "compact_epoch_s": f"{best['compact']:.3f}", "speedup": f"{speedup:.2f}x",
-            "flops_reduction": f"{flops:.2f}x", "speedup_over_flops": f"{speedup / flops:.0%}",
-            "compact_params": f"{compact.parameter_fraction():.1%}", "masks": source}
+    label = {m: "compact" if m == 1 else f"compact_x{m}" for m in multiples}  # x8: units rounded up to 8s
+    best = interleaved_best({"masked": epoch(masked), **{label[m]: epoch(c.model) for m, c in compacts.items()}},
+                            repeat)
+    row = {"model": name, "images": n, "masked_epoch_s": f"{best['masked']:.3f}"}
+    for m, compact in compacts.items():
+        speedup = best["masked"] / best[label[m]]
+        row |= {f"{label[m]}_epoch_s": f"{best[label[m]]:.3f}", f"speedup_{label[m]}": f"{speedup:.2f}x",
+                f"{label[m]}_params": f"{compact.parameter_fraction():.1%}"}
+    first = label[multiples[0]]
+    speedup = best["masked"] / best[first]
+    return row | {"flops_reduction": f"{flops:.2f}x", "speedup_over_flops": f"{speedup / flops:.0%}",
+                  "masks": source}
 
 
-def over_run(folder: Path, n: int, repeat: int) -> list[dict]:
+def over_run(folder: Path, n: int, repeat: int, multiples: tuple[int, ...]) -> list[dict]:
     """One row per retraining stage of the run in ``folder`` (the masks it retrained at), then the whole run's."""
     run = Run.at(folder, data_dir=DATA)
     iterations = sorted(int(p.parent.name) for p in (folder / "iterations").glob("*/model.pt"))
@@ -81,15 +89,21 @@ def over_run(folder: Path, n: int, repeat: int) -> list[dict]:
         raise SystemExit(f"{folder}: no iterations/XX/model.pt after iteration 0; is this a run folder?")
     rows = []
     for k in stages:
-        row = measure(run.config.model, n, repeat, run.load_model(k), f"iteration {k} of {folder.parent.name}")
-        rows.append({"iteration": k, **{c: row[c] for c in ("masked_epoch_s", "compact_epoch_s", "speedup",
-                                                            "flops_reduction", "compact_params")}})
+        row = measure(run.config.model, n, repeat, run.load_model(k), f"iteration {k} of {folder.parent.name}",
+                      multiples)
+        rows.append({"iteration": k, **{c: v for c, v in row.items()
+                                        if c not in ("model", "images", "speedup_over_flops", "masks")}})
+    total: dict = {"iteration": f"all {len(stages)}"}
     masked = sum(float(r["masked_epoch_s"]) for r in rows)
-    compact = sum(float(r["compact_epoch_s"]) for r in rows)
-    rows.append({"iteration": f"all {len(stages)}", "masked_epoch_s": f"{masked:.3f}",
-                 "compact_epoch_s": f"{compact:.3f}", "speedup": f"{masked / compact:.2f}x", "flops_reduction": "",
-                 "compact_params": ""})
-    return rows
+    for column in rows[0]:
+        if column.endswith("_epoch_s"):
+            total[column] = f"{sum(float(r[column]) for r in rows):.3f}"
+        elif column.startswith("speedup_"):
+            seconds = sum(float(r[column.removeprefix("speedup_") + "_epoch_s"]) for r in rows)
+            total[column] = f"{masked / seconds:.2f}x"
+        elif column != "iteration":
+            total[column] = ""
+    return [*rows, total]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -98,11 +112,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--models", nargs="*", default=["lenet5", "resnet20"])
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--run", type=Path, help="a run folder: time every retraining stage's masks")
+    parser.add_argument("--multiples", nargs="+", type=int, default=[1, 8],
+                        help="copies to time, units per layer rounded up to each multiple (1: exact)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     n, repeat = (240, 1) if args.quick else (6000, 3)
-    rows = over_run(args.run, n, repeat) if args.run else [measure(name, n, repeat) for name in args.models]
+    multiples = tuple(args.multiples)
+    rows = (over_run(args.run, n, repeat, multiples) if args.run else
+            [measure(name, n, repeat, multiples=multiples) for name in args.models])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads"
           f"{f', run {args.run}, {n} images per epoch' if args.run else ''}")
     print(markdown_table(rows))

@@ -45,9 +45,9 @@ class CompactModel:
     batch (a forward that hard-codes a channel count, say): the caller then trains the masked model instead.
     """
 
-    def __init__(self, full: nn.Module, graph: PruningGraph) -> None:
+    def __init__(self, full: nn.Module, graph: PruningGraph, multiple: int = 1) -> None:
         self.full = full
-        plan = plan_slices(full, graph)
+        plan = plan_slices(full, graph, multiple)
         with torch.no_grad():  # masked weights recomputed outside autograd: deepcopy needs leaf tensors
             refresh_weights(full)
         compact = copy.deepcopy(full)

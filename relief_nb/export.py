@@ -90,8 +90,12 @@ class IndexShortcut(nn.Module):
         return F.conv2d(x, self.select.to(x.dtype))
 
 
-def kept_positions(graph: ModelGraph) -> dict[str, torch.Tensor]:
-    """Per fx node carrying units: which positions of its unit axis the exported model keeps (step 1 above)."""
+def kept_positions(graph: ModelGraph, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Per fx node carrying units: which positions of its unit axis the exported model keeps (step 1 above).
+
+    ``multiple > 1`` also keeps removed units of every layer's output until its count is a multiple of it (or the
+    whole axis), then propagates again: a removed unit emits zero, so keeping some changes nothing but shapes, and
+    CPU kernels in channels-last run odd channel counts markedly slower than multiples of 8."""
     nodes = list(graph.gm.graph.nodes)
     keep = {name: graph.fixed_pos[name].clone() for name in graph.out_len}
     for node_name, layer_name in graph.node_layer.items():
@@ -104,7 +108,21 @@ def kept_positions(graph: ModelGraph) -> dict[str, torch.Tensor]:
             for k in keep.values():
                 if not bool(k.any()):
                     k[0] = changed = True
+    while multiple > 1 and _round_up(graph, keep, multiple):
+        while _propagate_once(graph, keep, modules, nodes):
+            pass
     return keep
+
+
+def _round_up(graph: ModelGraph, keep: dict[str, torch.Tensor], multiple: int) -> bool:
+    """Keep the first removed positions of each layer's output up to a multiple of ``multiple``; True if any."""
+    changed = False
+    for name in graph.node_layer:
+        k = keep[name]
+        extra = (~k).nonzero().flatten()[: -int(k.sum()) % multiple]
+        if len(extra):
+            k[extra] = changed = True
+    return changed
 
 
 def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: dict[str, nn.Module],
@@ -197,9 +215,10 @@ class SlicePlan:
     folds: dict[str, str]  # layer path -> the BatchNorm export folds into it (read directly, by nothing else)
 
 
-def plan_slices(model: nn.Module, graph: ModelGraph) -> SlicePlan:
-    """The :class:`SlicePlan` of a pruned ``model`` from its traced ``graph`` (kept positions: step 1)."""
-    keep = kept_positions(graph)
+def plan_slices(model: nn.Module, graph: ModelGraph, multiple: int = 1) -> SlicePlan:
+    """The :class:`SlicePlan` of a pruned ``model`` from its traced ``graph`` (kept positions: step 1, rounded up
+    to ``multiple`` units per layer: see :func:`kept_positions`)."""
+    keep = kept_positions(graph, multiple)
     modules = dict(model.named_modules())
     nodes = {n.name: n for n in graph.gm.graph.nodes}
     plan = SlicePlan({}, {}, {}, {}, {})

@@ -59,16 +59,18 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int =
     return opt
 
 
+@pytest.mark.parametrize("multiple", [1, 8])
 @pytest.mark.parametrize("case", list(CASES))
-def test_training_the_compact_copy_equals_training_the_masked_model(case):
+def test_training_the_compact_copy_equals_training_the_masked_model(case, multiple):
     # float64: the two computations differ only in summation order, and BatchNorm over near-constant channels
     # amplifies float32's rounding differences beyond any meaningful tolerance within three steps
     model, x = pruned(case, torch.float64)
     y = torch.randint(0, 10, (len(x),))
     graph = trace_for_batch(model, x)
-    compact = CompactModel(model, graph)
+    compact = CompactModel(model, graph, multiple)
     compact.check(tuple(x.shape[1:]))
-    assert compact.parameter_fraction() < 1, "something must have been sliced away"
+    if multiple == 1:  # rounded up to 8, a small test net's layers can be whole again
+        assert compact.parameter_fraction() < 1, "something must have been sliced away"
     reference = copy.deepcopy(model)
     train_steps(reference, x, y)
     opt = train_steps(compact.model, x, y)
@@ -94,6 +96,24 @@ def test_compact_lenet5_is_much_smaller():
     full = {name: m.weight_orig.shape for name, m in model.named_modules() if hasattr(m, "weight_orig")}
     assert sizes["fc2"][0] == full["fc2"][0], "the classifier keeps every output"
     assert any(sizes[k][0] < full[k][0] for k in sizes)
+
+
+@pytest.mark.parametrize("case", ["lenet5", "resnet20", "mobilenetv2"])
+def test_rounded_copy_keeps_multiples_of_8_units_and_every_alive_one(case):
+    model, x = pruned(case)
+    graph = trace_for_batch(model, x)
+    exact, rounded = CompactModel(model, graph), CompactModel(model, graph, multiple=8)
+    full = dict(model.named_modules())
+    grew = False
+    for name, m in rounded.model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            units, whole = m.weight_orig.shape[0], full[name].weight_orig.shape[0]
+            assert units % 8 == 0 or units == whole, (name, units)
+            kept = exact.model.get_submodule(name).weight_orig.shape[0]
+            assert units >= kept
+            grew |= units > kept
+    assert grew, "some layer's count was not a multiple of 8: rounding must have kept removed units"
+    rounded.check(tuple(x.shape[1:]))
 
 
 def test_runs_with_and_without_compaction_agree(tmp_path):
