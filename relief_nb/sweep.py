@@ -83,6 +83,8 @@ GRID_KEYS = ("experiment", "alpha_conv", "alpha_fc", "seeds", "methods", "profil
 METRIC_COLUMNS = ("iteration", "compression", "flops_reduction", "test_error_pct", "val_error_pct",
                   "params_remaining", "wall_time_s")
 _PER_RUN_COLUMNS = ("seed", "run", "status", "error")
+# compressions at which report.md compares the methods (those a network's runs reach)
+COMPARE_AT = (2, 5, 10, 20, 50, 100, 200, 500)
 
 
 @dataclass(frozen=True)
@@ -520,7 +522,7 @@ def sweep_report(df: pd.DataFrame) -> str:
     std over seeds) at every iteration, where NNrelief's mean compression first reaches each published point
     of the network, and the wall time of the runs. What ``report.md`` of a saved sweep holds."""
     from .published import published_table
-    from .tables import iteration_table, markdown, mean_std, published_crossings
+    from .tables import error_at_compression, iteration_table, markdown, mean_std, published_crossings
 
     agg = aggregate(df)
     parts = []
@@ -550,6 +552,13 @@ def sweep_report(df: pd.DataFrame) -> str:
                 "its compression": [f"{c:.1f}x" if not pd.isna(c) else "" for c in crossings["our compression"]]})
             parts.append("\nWhere NNrelief's mean compression first reaches each published point:\n")
             parts.append(markdown(table))
+        if sub.method.nunique() > 1:
+            at = error_at_compression(sub, COMPARE_AT)
+            at = at.loc[:, at.notna().any()]
+            if at.shape[1]:
+                parts.append("\nMean test error % at equal compression (interpolated in log compression between "
+                             "iterations; empty: outside a method's range):\n")
+                parts.append(markdown(at.rename(columns=lambda c: f"{c:g}x").reset_index(names="method")))
         runs = df.merge(pd.DataFrame([values], columns=keys), on=keys)
         parts.append("\nWall time (training and evaluation of every iteration, summed per run):\n")
         parts.append(markdown(_wall_times(runs)))

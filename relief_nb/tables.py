@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,8 @@ from .published import published_table
 if TYPE_CHECKING:
     from .selection import SelectionRule
 
-__all__ = ["METHOD_LABELS", "alpha_sweep", "final_row", "gather_results", "iteration_table", "markdown",
-           "mean_std", "method_table", "published_crossings", "summary_rows", "summary_table"]
+__all__ = ["METHOD_LABELS", "alpha_sweep", "final_row", "gather_results", "error_at_compression", "iteration_table",
+           "markdown", "mean_std", "method_table", "published_crossings", "summary_rows", "summary_table"]
 
 # method key of a run -> the name readers see in tables and figures
 METHOD_LABELS = {"relief": "NNrelief", "magnitude_global": "magnitude (global)",
@@ -176,3 +177,19 @@ def markdown(df: pd.DataFrame, floats: str = "{:.2f}") -> str:
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def error_at_compression(agg: pd.DataFrame, compressions: Sequence[float]) -> pd.DataFrame:
+    """Each method's mean test error % at the given compressions, interpolated linearly in log compression
+    between its iterations (NaN outside the range its runs covered): methods compared at equal compression,
+    where iterations put them at different ones. ``agg``: one setting's aggregate, every method."""
+    import numpy as np
+
+    _one_setting(agg, "error_at_compression", also=("method",))
+    rows = {}
+    for method, m in agg.groupby("method", sort=False):
+        m = m.sort_values("compression_mean")
+        x, y = np.log(m.compression_mean.to_numpy()), m.test_error_pct_mean.to_numpy()
+        targets = np.log(np.asarray(compressions, dtype=float))
+        rows[method] = np.where((targets >= x.min()) & (targets <= x.max()), np.interp(targets, x, y), np.nan)
+    return pd.DataFrame(rows, index=pd.Index(list(compressions), name="compression")).T

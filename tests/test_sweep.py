@@ -121,6 +121,7 @@ def test_report_has_each_settings_iterations_crossings_and_wall_time(first_sweep
     mean, std = rows.test_error_pct.mean(), rows.test_error_pct.std()
     assert f"| 1 | {rows.compression.mean():.1f} ± {rows.compression.std():.1f}x | {mean:.2f} ± {std:.2f} |" in section
     assert "Dynamic Network Surgery (Guo et al. 2016) | 56x at 1.99 % |" in section
+    assert "| method | 2x |" in section and "at equal compression" in section
     seconds = df[(df.method == "NNrelief") & (df.alpha_fc == 0.95)].wall_time_s.sum()
     assert seconds > 0 and f"| NNrelief | 2 | 0 | {seconds:,.0f} s |" in section
 

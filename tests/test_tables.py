@@ -115,3 +115,16 @@ def test_iteration_table_formats_mean_and_std_and_flags_missing_seeds():
     assert text[1] == "|---|---|---|---|---|---|---|" and text[3].startswith("| 1 | 6.2 ± 0.3x |")
     with pytest.raises(ValueError, match="one setting"):
         iteration_table(pd.concat([agg, agg.assign(alpha_fc=0.9)]))
+
+
+def test_error_at_compression_interpolates_in_log_compression_within_each_methods_range():
+    from relief_nb.tables import error_at_compression
+
+    # a fabricated aggregate (not a result)
+    agg = pd.DataFrame({"experiment": "x", "method": ["A"] * 3 + ["B"] * 2, "iteration": [0, 1, 2, 0, 1],
+                        "n_seeds": 3, "compression_mean": [1.0, 10.0, 100.0, 1.0, 20.0],
+                        "test_error_pct_mean": [1.0, 2.0, 3.0, 1.5, 4.0]})
+    table = error_at_compression(agg, [10, 100 ** 0.75, 50, 1000])
+    assert table.loc["A"].iloc[:3].tolist() == pytest.approx([2.0, 2.5, 1 + 2 * 0.849485], abs=1e-5)
+    assert pd.isna(table.loc["A", 1000]) and pd.isna(table.loc["B", 50])  # beyond what the runs reached
+    assert table.loc["B", 10] == pytest.approx(1.5 + 2.5 * (1 / 1.30103), abs=1e-5)
