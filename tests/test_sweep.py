@@ -152,6 +152,17 @@ def test_collect_reads_unfinished_runs_without_running(first_sweep, tmp_path):
     assert f"not counted: {glob[1]} (not started)" in report and "| NNrelief seeds |" in report
 
 
+def test_figure_turns_to_a_log_error_axis_only_when_one_method_is_far_worse():
+    # a fabricated aggregate (not a result): the second method's error grows 10x
+    agg = pd.DataFrame({"experiment": "lenet300-mnist", "network": "lenet300-100", "dataset": "mnist",
+                        "synthetic": True, "alpha_fc": 0.95, "method": ["NNrelief"] * 3 + ["random"] * 3,
+                        "iteration": [0, 1, 2] * 2, "n_seeds": 3, "compression_mean": [1.0, 10.0, 50.0] * 2,
+                        "compression_std": 0.0, "test_error_pct_mean": [1.6, 1.8, 2.0, 1.6, 5.0, 16.0],
+                        "test_error_pct_std": 0.1})
+    assert plot_sweep(agg).axes[0].get_yscale() == "log"
+    assert plot_sweep(agg[agg.method == "NNrelief"]).axes[0].get_yscale() == "linear"
+
+
 def test_invalid_point_is_reported_not_raised():
     runs = expand_grid("lenet300-mnist", alpha_fc=[0.9, 1.5], methods=["relief", "random"], profile="smoke",
                        params={"synthetic": True})
