@@ -7,6 +7,7 @@ import sys
 
 from . import paths
 from .batch import add_notebook_commands
+from .compare import add_compare_command
 from .session import NOTEBOOKS, parse_assignments
 from .sweep import add_sweep_command
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_migrate)
     add_notebook_commands(sub)
     add_sweep_command(sub)
+    add_compare_command(sub)
     return parser
 
 

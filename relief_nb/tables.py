@@ -152,8 +152,8 @@ def mean_std(mean: float, std: float, digits: int, unit: str = "") -> str:
 
 def iteration_table(agg: pd.DataFrame) -> pd.DataFrame:
     """One setting's aggregate (:func:`relief_nb.sweep.aggregate`, every method), one row per iteration: each
-    method's compression and test error % as "mean ± std" over seeds, and its ``seeds`` where some iteration
-    has fewer than others (a sweep collected while runs are unfinished)."""
+    method's compression and test error % as "mean ± std" over seeds, and its ``seeds`` where some of its
+    iterations have fewer than others (a sweep collected while runs are unfinished)."""
     _one_setting(agg, "iteration_table", also=("method",))
     out = pd.DataFrame(index=pd.Index(sorted(agg.iteration.dropna().unique()), name="iteration"))
     for method, m in agg.groupby("method", sort=False):
@@ -162,7 +162,7 @@ def iteration_table(agg: pd.DataFrame) -> pd.DataFrame:
             lambda r: mean_std(r.compression_mean, r.compression_std, 1, "x"), axis=1)
         out[f"{method} test error %"] = m.apply(
             lambda r: mean_std(r.test_error_pct_mean, r.test_error_pct_std, 2), axis=1)
-        if agg.n_seeds.nunique() > 1:
+        if m.n_seeds.nunique() > 1 or len(m) < len(out):
             out[f"{method} seeds"] = m.n_seeds.astype("Int64")
     return out.astype(object).fillna("").reset_index()
 
