@@ -425,6 +425,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
 
     Failed runs (and runs not started) are left out; a run collected unfinished counts at the iterations it has.
     Works on :func:`run_sweep`'s table or on ``sweep.csv`` read back."""
+    if "wall_time_s" not in df:  # a sweep.csv written before wall time was a column
+        df = df.assign(wall_time_s=float("nan"))
     ok = df[df.status != "failed"].dropna(subset=["iteration"])
     keys = [c for c in df.columns if c not in METRIC_COLUMNS and c not in _PER_RUN_COLUMNS and c != "folder"]
     keys.append("iteration")
@@ -531,6 +533,7 @@ def sweep_report(df: pd.DataFrame) -> str:
     from .tables import error_at_compression, iteration_table, markdown, mean_std, published_crossings
 
     agg = aggregate(df)
+    timed = "wall_time_s" in df and bool(df.wall_time_s.notna().any())  # older sweep.csv files have no wall time
     parts = []
     if df.synthetic.astype(bool).any():
         parts.append("**Synthetic stand-in data: these numbers are checks, not results.**\n")
@@ -565,9 +568,10 @@ def sweep_report(df: pd.DataFrame) -> str:
                 parts.append("\nMean test error % at equal compression (interpolated in log compression between "
                              "iterations; empty: outside a method's range):\n")
                 parts.append(markdown(at.rename(columns=lambda c: f"{c:g}x").reset_index(names="method")))
-        runs = df.merge(pd.DataFrame([values], columns=keys), on=keys)
-        parts.append("\nWall time (training and evaluation of every iteration, summed per run):\n")
-        parts.append(markdown(_wall_times(runs)))
+        if timed:
+            runs = df.merge(pd.DataFrame([values], columns=keys), on=keys)
+            parts.append("\nWall time (training and evaluation of every iteration, summed per run):\n")
+            parts.append(markdown(_wall_times(runs)))
     return "\n".join(parts).strip() + "\n"
 
 

@@ -307,7 +307,7 @@ def test_display_name():
 
 def test_sweep_figure():
     """relief_nb.sweep.plot_sweep on a made-up sweep table: 4 alpha panels, 4 methods, 3 seeds, 6 iterations."""
-    from relief_nb.sweep import aggregate, plot_sweep
+    from relief_nb.sweep import aggregate, plot_sweep, sweep_report
 
     rng = np.random.default_rng(0)
     rows = []
@@ -321,6 +321,8 @@ def test_sweep_figure():
                      "test_error_pct": 1.6 + 0.05 * it + rng.normal(0, 0.05), "val_error_pct": 1.8,
                      "params_remaining": 266_610 / compression, "synthetic": False, "run": f"r{alpha}{seed}{method}",
                      "folder": "", "status": "done", "error": None})
-    fig = plot_sweep(aggregate(pd.DataFrame(rows)))
+    fig = plot_sweep(aggregate(pd.DataFrame(rows)))  # a table without wall_time_s, as older sweep.csv files
     check_figure(fig, "LeNet-300-100", "MNIST", "test error vs compression")
+    report = sweep_report(pd.DataFrame(rows))
+    assert report.count("## lenet300-mnist") == 4 and "Wall time" not in report
     assert len(data_axes(fig)) == 4
