@@ -26,15 +26,13 @@ __all__ = ["add_compare_command", "aggregate_experiments", "compare_report"]
 
 
 def _seed_rows(label: str, folder: Path) -> pd.DataFrame:
-    run = Run.at(folder)
-    m = run.metrics()  # up to the last iteration the run's own stopping rules ask for
-    return pd.DataFrame({"experiment": run.config.model, "network": run.config.model,
-                         "dataset": run.config.data.name, "method": label, "synthetic": run.config.data.synthetic,
-                         "seed": folder.name, "iteration": m.iteration, "compression": m.compression,
-                         "flops_reduction": m.flops_reduction, "test_error_pct": 100 * m.test_error,
-                         "val_error_pct": 100 * (1 - m.val_acc), "params_remaining": m.params_remaining,
-                         "wall_time_s": m.get("wall_time_s", float("nan")),
-                         "run": f"{folder.parent.name}/{folder.name}", "status": "cached", "error": None})
+    from .sweep import metric_rows
+
+    run = Run.at(folder)  # metrics(): up to the last iteration the run's own stopping rules ask for
+    return metric_rows(run.metrics()).assign(
+        experiment=run.config.model, network=run.config.model, dataset=run.config.data.name, method=label,
+        synthetic=run.config.data.synthetic, seed=folder.name, run=f"{folder.parent.name}/{folder.name}",
+        status="cached", error=None)
 
 
 def aggregate_experiments(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
@@ -65,14 +63,13 @@ def compare_report(experiments: Mapping[str, str | os.PathLike], iterations: Seq
     """Markdown: each experiment's compression and test error (mean ± std over seeds) at ``iterations`` (default:
     all), then their error at equal ``compressions`` (default: the sweep report's, where any reaches them)."""
     from .sweep import COMPARE_AT
-    from .tables import error_at_compression, iteration_table, markdown
+    from .tables import equal_compression_table, iteration_table, markdown
 
     agg = aggregate_experiments(experiments)
     table = iteration_table(agg)
     if iterations is not None:
         table = table[table.iteration.isin(list(iterations))]
-    at = error_at_compression(agg, compressions or COMPARE_AT)
-    at = at.loc[:, at.notna().any()].rename(columns=lambda c: f"{c:g}x").reset_index(names="experiment")
+    at = equal_compression_table(agg, compressions or COMPARE_AT, label="experiment")
     seeds = ", ".join(f"{label}: {int(n)}" for label, n in agg.groupby("method", sort=False).n_seeds.max().items())
     return (f"Seeds per experiment: {seeds}.\n\n{markdown(table)}\n\nMean test error % at equal compression "
             f"(interpolated in log compression between iterations; empty: outside an experiment's range):\n\n"

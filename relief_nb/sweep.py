@@ -285,11 +285,15 @@ def _rows(run: SweepRun, status: str, metrics: pd.DataFrame | None, folder: Path
     tail = {"run": run.name, "folder": str(folder / run.name) if cfg else None, "status": status, "error": error}
     if metrics is None or metrics.empty:
         return pd.DataFrame([{**head, **{c: float("nan") for c in METRIC_COLUMNS}, **tail}])
-    m = pd.DataFrame({"iteration": metrics.iteration, "compression": metrics.compression,
-                      "flops_reduction": metrics.flops_reduction, "test_error_pct": 100 * metrics.test_error,
-                      "val_error_pct": 100 * (1 - metrics.val_acc), "params_remaining": metrics.params_remaining,
-                      "wall_time_s": metrics.get("wall_time_s", float("nan"))})
-    return m.assign(**head, **tail)
+    return metric_rows(metrics).assign(**head, **tail)
+
+
+def metric_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """A run's ``metrics.csv`` as the sweep table's measurements (:data:`METRIC_COLUMNS`, errors in %)."""
+    return pd.DataFrame({"iteration": metrics.iteration, "compression": metrics.compression,
+                         "flops_reduction": metrics.flops_reduction, "test_error_pct": 100 * metrics.test_error,
+                         "val_error_pct": 100 * (1 - metrics.val_acc), "params_remaining": metrics.params_remaining,
+                         "wall_time_s": metrics.get("wall_time_s", float("nan"))})
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:
@@ -530,7 +534,7 @@ def sweep_report(df: pd.DataFrame) -> str:
     std over seeds) at every iteration, where NNrelief's mean compression first reaches each published point
     of the network, and the wall time of the runs. What ``report.md`` of a saved sweep holds."""
     from .published import published_table
-    from .tables import error_at_compression, iteration_table, markdown, mean_std, published_crossings
+    from .tables import equal_compression_table, iteration_table, markdown, mean_std, published_crossings
 
     agg = aggregate(df)
     timed = "wall_time_s" in df and bool(df.wall_time_s.notna().any())  # older sweep.csv files have no wall time
@@ -562,12 +566,11 @@ def sweep_report(df: pd.DataFrame) -> str:
             parts.append("\nWhere NNrelief's mean compression first reaches each published point:\n")
             parts.append(markdown(table))
         if sub.method.nunique() > 1:
-            at = error_at_compression(sub, COMPARE_AT)
-            at = at.loc[:, at.notna().any()]
-            if at.shape[1]:
+            at = equal_compression_table(sub, COMPARE_AT)
+            if at.shape[1] > 1:
                 parts.append("\nMean test error % at equal compression (interpolated in log compression between "
                              "iterations; empty: outside a method's range):\n")
-                parts.append(markdown(at.rename(columns=lambda c: f"{c:g}x").reset_index(names="method")))
+                parts.append(markdown(at))
         if timed:
             runs = df.merge(pd.DataFrame([values], columns=keys), on=keys)
             parts.append("\nWall time (training and evaluation of every iteration, summed per run):\n")

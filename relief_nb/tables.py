@@ -17,8 +17,9 @@ from .published import published_table
 if TYPE_CHECKING:
     from .selection import SelectionRule
 
-__all__ = ["METHOD_LABELS", "alpha_sweep", "final_row", "gather_results", "error_at_compression", "iteration_table",
-           "markdown", "mean_std", "method_table", "published_crossings", "summary_rows", "summary_table"]
+__all__ = ["METHOD_LABELS", "alpha_sweep", "equal_compression_table", "error_at_compression", "final_row",
+           "gather_results", "iteration_table", "markdown", "mean_std", "method_table", "published_crossings",
+           "summary_rows", "summary_table"]
 
 # method key of a run -> the name readers see in tables and figures
 METHOD_LABELS = {"relief": "NNrelief", "magnitude_global": "magnitude (global)",
@@ -193,3 +194,11 @@ def error_at_compression(agg: pd.DataFrame, compressions: Sequence[float]) -> pd
         targets = np.log(np.asarray(compressions, dtype=float))
         rows[method] = np.where((targets >= x.min()) & (targets <= x.max()), np.interp(targets, x, y), np.nan)
     return pd.DataFrame(rows, index=pd.Index(list(compressions), name="compression")).T
+
+
+def equal_compression_table(agg: pd.DataFrame, compressions: Sequence[float], label: str = "method") -> pd.DataFrame:
+    """:func:`error_at_compression` for reading: columns ``"50x"`` ..., only the compressions some method reached,
+    the methods in a ``label`` column."""
+    at = error_at_compression(agg, compressions)
+    at = at.loc[:, at.notna().any()]
+    return at.rename(columns=lambda c: f"{c:g}x").reset_index(names=label)
