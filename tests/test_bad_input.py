@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,13 +103,12 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
                             # pytest-xdist workers ignore SIGINT, and a child would inherit that
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        for _ in range(600):  # wait for the first checkpoint, then interrupt
-            if list(tmp_path.rglob("checkpoint.pt")):
-                break
-            proc.wait(timeout=0.1) if proc.poll() is not None else None
-            import time
-
+        # wait for the first checkpoint, then interrupt: earlier, the CLI is still importing, outside its handler
+        # (a loaded CI machine once took over a minute to get there)
+        deadline = time.monotonic() + 600
+        while not list(tmp_path.rglob("checkpoint.pt")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert list(tmp_path.rglob("checkpoint.pt")), f"no checkpoint written (exit code {proc.poll()})"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
