@@ -544,6 +544,8 @@ def sweep_report(df: pd.DataFrame) -> str:
     not_counted = df[df.status.isin(["failed", "not started"])].drop_duplicates("run")
     for row in not_counted.itertuples():
         parts.append(f"- not counted: {row.run} ({row.status}{f': {row.error}' if row.error else ''})")
+    for run, last in df[df.status == "partial"].groupby("run", sort=True).iteration.max().items():
+        parts.append(f"- unfinished: {run} (iterations 0-{last} so far; later iterations average fewer seeds)")
     keys = ["experiment", *_panel_keys(agg)]
     for values, sub in agg.groupby(keys, dropna=False, sort=True):
         setting = ", ".join(f"{k} = {v}" for k, v in zip(keys[1:], values[1:]) if not pd.isna(v))

@@ -150,6 +150,7 @@ def test_collect_reads_unfinished_runs_without_running(first_sweep, tmp_path):
     assert agg.loc[("magnitude (global)", 0.9, 1), "n_seeds"] == 1
     report = (tmp_path / "smoke" / "sweeps" / "collected" / "report.md").read_text()
     assert f"not counted: {glob[1]} (not started)" in report and "| NNrelief seeds |" in report
+    assert f"unfinished: {relief[1]} (iterations 0-1 so far" in report
 
 
 def test_figure_turns_to_a_log_error_axis_only_when_one_method_is_far_worse():
