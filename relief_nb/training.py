@@ -61,10 +61,12 @@ def flush_subnormals(model: nn.Module, opt: torch.optim.Optimizer | None = None)
     """Set the subnormal entries (0 < |x| < 1.2e-38 in float32) of ``model``'s parameters and ``opt``'s state to
     zero, and turn on flush-to-zero for this thread (and the threads it starts later).
 
-    Why: x86 CPUs compute on subnormal floats through a slow microcode path. Coupled weight decay and Adam's
-    decaying moments drive what gets no gradient (a dead unit's weights) into that range: after the learning-rate
-    step of the paper's LeNet-5 schedule, half of its weights were subnormal and one training step took 15x as
-    long (650 ms against 43 ms, one thread). The values changed are below 1.2e-38; GPUs flush them as well."""
+    Why: x86 CPUs compute on subnormal floats through a slow microcode path, and weight decay with Adam's decaying
+    moments drives weights that get (almost) no gradient into that range. After the learning-rate step of the
+    paper's LeNet-5 schedule, half of a run's weights were subnormal and a training step took 15x as long (650 ms
+    against 43 ms, one thread; ``benchmarks/bench_subnormals.py``). The values changed are below 1.2e-38.
+    Flush-to-zero is a per-thread CPU flag that threads inherit when they start: torch's worker threads started
+    before the first call keep theirs, so the state itself is flushed too, once per epoch."""
     torch.set_flush_denormal(True)
     tensors = [p.data for p in model.parameters()]
     if opt is not None:

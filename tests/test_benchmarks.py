@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
 @pytest.mark.parametrize("module", ["bench_prune_pass", "bench_mask_overhead", "bench_compact", "bench_inference",
-                                    "bench_sweep"])
+                                    "bench_sweep", "bench_subnormals"])
 def test_benchmark_runs_in_quick_mode(module, tmp_path, capsys):
     mod = __import__(module)
     args = ["--quick"] + (["--runs", str(tmp_path)] if module == "bench_inference" else [])
