@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for _ in range(rounds):  # interleaved; each round starts again from the subnormal state
         for name in best:
             best[name] = min(best[name], step_time(model, opt_state, batch, labels, name == "flushed", steps))
-    torch.set_flush_denormal(True)  # as training leaves it
     rows = [{"model": "LeNet-5, half of fc1 subnormal", "threads": args.threads,
              "step, subnormal state": f"{1000 * best['subnormal']:.1f} ms",
              "step, flushed": f"{1000 * best['flushed']:.1f} ms",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -11,7 +13,7 @@ from .data import Dataset, batches, prepare
 from .modes import eval_mode
 from .validation import expect
 
-__all__ = ["TrainConfig", "evaluate", "flush_subnormals", "make_optimizer", "train_epoch"]
+__all__ = ["TrainConfig", "evaluate", "flush_subnormals", "flush_to_zero", "make_optimizer", "train_epoch"]
 
 
 @dataclass(frozen=True)
@@ -59,15 +61,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig):
 
 def flush_subnormals(model: nn.Module, opt: torch.optim.Optimizer | None = None) -> None:
     """Set the subnormal entries (0 < |x| < 1.2e-38 in float32) of ``model``'s parameters and ``opt``'s state to
-    zero, and turn on flush-to-zero for this thread (and the threads it starts later).
+    zero.
 
     Why: x86 CPUs compute on subnormal floats through a slow microcode path, and weight decay with Adam's decaying
     moments drives weights that get (almost) no gradient into that range. After the learning-rate step of the
     paper's LeNet-5 schedule, half of a run's weights were subnormal and a training step took 15x as long (650 ms
-    against 43 ms, one thread; ``benchmarks/bench_subnormals.py``). The values changed are below 1.2e-38.
-    Flush-to-zero is a per-thread CPU flag that threads inherit when they start: torch's worker threads started
-    before the first call keep theirs, so the state itself is flushed too, once per epoch."""
-    torch.set_flush_denormal(True)
+    against 43 ms, one thread; ``benchmarks/bench_subnormals.py``). The values changed are below 1.2e-38."""
     tensors = [p.data for p in model.parameters()]
     if opt is not None:
         tensors += [v for state in opt.state.values() for v in state.values()
@@ -76,23 +75,36 @@ def flush_subnormals(model: nn.Module, opt: torch.optim.Optimizer | None = None)
         t.masked_fill_(t.abs() < torch.finfo(t.dtype).tiny, 0)
 
 
+@contextmanager
+def flush_to_zero() -> Iterator[None]:
+    """The CPU's flush-to-zero mode on this thread for the block, restored after it (it is a per-thread flag that
+    threads inherit when they start, and other code, hypothesis for one, refuses to run under it)."""
+    before = bool(torch.tensor([1e-39]).mul(1.0).item() == 0)  # torch has no getter for the flag
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, cfg: TrainConfig,
                 opt: torch.optim.Optimizer, device: torch.device, generator: torch.Generator) -> float:
     """One shuffled pass over (x, y); returns the mean training loss. Subnormal weights and optimizer state are
-    flushed to zero first (:func:`flush_subnormals`)."""
+    flushed to zero first (:func:`flush_subnormals`), and the epoch runs in flush-to-zero mode."""
     flush_subnormals(model, opt)
     model.train()
     total, count = 0.0, 0
     loss_fn = nn.CrossEntropyLoss()
-    for xb, yb in batches(x, y, cfg.batch_size, shuffle=True, generator=generator):
-        inputs = prepare(xb, ds, device, augment=True, generator=generator)
-        targets = yb.to(device, non_blocking=True)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs), targets)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach()) * len(yb)
-        count += len(yb)
+    with flush_to_zero():
+        for xb, yb in batches(x, y, cfg.batch_size, shuffle=True, generator=generator):
+            inputs = prepare(xb, ds, device, augment=True, generator=generator)
+            targets = yb.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
     return total / max(count, 1)
 
 

@@ -37,3 +37,4 @@ def test_an_epoch_leaves_no_subnormal_weight_or_adam_state():
     assert all(subnormal_count(v) == 0 for state in opt.state.values() for v in state.values()
                if torch.is_tensor(v) and v.is_floating_point())
     assert (model.weight[:, 1:].abs() > 1e-3).all()  # the trained weights are untouched
+    assert torch.tensor([1e-39]).mul(1.0).item() != 0  # flush-to-zero was on for the epoch only
