@@ -22,6 +22,7 @@ from typing import Any
 from .data import DATASETS
 from .methods import list_methods
 from .models import MODELS, family_of
+from .paths import safe_name
 from .relief import ReliefConfig
 from .training import TrainConfig
 from .validation import expect
@@ -48,6 +49,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         expect("dataset", self.name, (str,), lambda v: bool(v.strip()), "a non-empty name", "mnist")
+        safe_name(self.name, "dataset", example="mnist")  # a label in the run folder's name, never a path
         expect("synthetic", self.synthetic, (bool,), example="True")
         for name in ("n_train", "n_test"):
             expect(name, getattr(self, name), (int, type(None)), lambda v: v >= 1, "None or an integer >= 1", "1000")
@@ -77,6 +79,12 @@ class MethodConfig:
         if self.name != "relief" and self.reference is None:
             raise ValueError(f"the {self.name} baseline needs reference=<folder name of an NNrelief experiment>")
         expect("reference", self.reference, (str, type(None)), example="<an NNrelief experiment's folder name>")
+        if self.reference is not None:  # <experiment> or <experiment>/seed_<k>, never a path that leaves the runs
+            experiment, slash, seed = self.reference.partition("/")
+            if slash and not (experiment and re.fullmatch(r"seed_\d+", seed)):
+                raise ValueError(f"reference {self.reference!r} is not a plain name: write an NNrelief experiment's "
+                                 "folder name, or <experiment>/seed_<k> for one of its runs (never a path)")
+            safe_name(experiment, "reference", example="<an NNrelief experiment's folder name>")
 
 
 def _paper_stage() -> TrainConfig:

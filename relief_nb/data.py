@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .paths import inside
+
 __all__ = [
     "DATASETS",
     "ChecksumError",
@@ -413,7 +415,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike = "data") -> Dataset:
 
 def fetch(name: str, data_dir: str | os.PathLike = "data") -> Path:
     """Fetch a registered data set into ``data_dir`` (checksums verified)."""
-    return _spec(name).fetch(Path(data_dir))
+    spec = _spec(name)
+    inside(data_dir, Path(data_dir) / spec.folder, f"the {name} folder")
+    return spec.fetch(Path(data_dir))
 
 
 def synthetic_dataset(name: str, n_train: int = 2000, n_test: int = 500, seed: int = 0) -> Dataset:

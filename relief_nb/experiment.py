@@ -43,6 +43,7 @@ from .masks import load_pruned_state_dict
 from .methods import Budget, ReliefMethod, get_method
 from .metrics import layer_table, summary
 from .models import MODELS, create_model
+from .paths import inside
 from .structure import PruningGraph, trace_model
 from .training import TrainConfig, evaluate, make_optimizer, train_epoch
 from .userdata import as_dataset, data_fingerprint, hash_tensor
@@ -278,7 +279,7 @@ class Run:
         """``results_dir/<experiment>/seed_<seed>``; the name hashes the data read, so the data are loaded (once)
         to know it. An older folder of the same run is migrated to it first."""
         if self._folder is None:
-            self._folder = self.results_dir / self.run_name()
+            self._folder = inside(self.results_dir, self.results_dir / self.run_name(), "the run folder")
             self._migrate_names()
             self._migrate_iterations()
         return self._folder
@@ -592,13 +593,12 @@ class Run:
         return tqdm(iterable, **kwargs)
 
     def _reference_folder(self) -> Path:
-        """The NNrelief run a baseline follows: ``<runs>/<reference>/seed_<seed>`` for an experiment's name; a
-        run folder's own path (absolute, or relative to the runs folder) as it is."""
+        """The NNrelief run a baseline follows: ``<runs>/<reference>/seed_<seed>`` for an experiment's name,
+        ``<runs>/<reference>`` for ``<experiment>/seed_<k>`` (checked by :class:`~relief_nb.config.MethodConfig`)."""
         ref = Path(self.config.method.reference or "")
         runs = self.folder.parent.parent
-        if ref.is_absolute():
-            return ref
-        return runs / ref if len(ref.parts) > 1 else runs / ref / f"seed_{self.config.seed}"
+        folder = runs / ref if len(ref.parts) > 1 else runs / ref / f"seed_{self.config.seed}"
+        return inside(runs, folder, "the reference run")
 
     def _step(self, state: RunState) -> None:
         cfg = self.config

@@ -12,7 +12,8 @@ Layout under a results folder (``results/`` beside ``data/`` by default)::
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import unicodedata
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 __all__ = [
     "DATA_ENV",
@@ -20,14 +21,60 @@ __all__ = [
     "TEMPLATE_DIR",
     "default_data_dir",
     "default_results_dir",
+    "inside",
+    "safe_name",
     "notebook_folder",
     "profile_root",
     "runs_folder",
+    "sweep_folder",
 ]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"  # the notebooks' sources, shipped in the wheel
 DATA_ENV = "RELIEF_NB_DATA_DIR"
 RESULTS_ENV = "RELIEF_NB_RESULTS_DIR"
+
+
+NAME_MAX = 255  # bytes in one path component on the file systems torch and this package run on (ext4, xfs, APFS)
+
+
+def safe_name(name: object, what: str, suffix: str = "", example: str = "lenet300-paper") -> str:
+    """``name`` as one path component under a folder of ours, or a ``ValueError`` naming ``what`` (the option or
+    parameter that gave it, e.g. ``"--name"``) and how to fix it.
+
+    A name is never a path: refused are an empty name, ``.`` and ``..``, a separator (``/`` and ``\\`` on every
+    OS), an absolute or drive path, control characters, and a name that with ``suffix`` (the extension the caller
+    appends) is longer than ``NAME_MAX`` bytes. Letters of any script, digits, ``-_.+`` and spaces pass unchanged,
+    so existing folders keep their names."""
+    def refuse(why: str) -> ValueError:
+        return ValueError(f"{what} {name!r} is not a plain name: {why}; give a name such as {example!r} "
+                          "(a name is one folder or file, never a path)")
+
+    if not isinstance(name, str):
+        raise ValueError(f"{what} must be a string, not {type(name).__name__} {name!r}")
+    if not name.strip():
+        raise refuse("it is empty")
+    if name in (".", ".."):
+        raise refuse("it names a folder itself")
+    if "/" in name or "\\" in name:
+        raise refuse("it contains a path separator")
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).drive:
+        raise refuse("it is an absolute path")
+    bad = next((c for c in name if unicodedata.category(c).startswith("C")), None)
+    if bad is not None:
+        raise refuse(f"it contains the control character U+{ord(bad):04X}")
+    if len((name + suffix).encode("utf-8")) > NAME_MAX:
+        raise refuse(f"it is longer than the file system allows ({NAME_MAX} bytes with {suffix or 'no suffix'})")
+    return name
+
+
+def inside(root: str | os.PathLike, target: str | os.PathLike, what: str = "the target") -> Path:
+    """``target`` if it lies in ``root`` (both resolved, symbolic links followed), else a ``ValueError``: the
+    last line of defence of every writer, so that a caller that forgot :func:`safe_name` still cannot write
+    outside the results (or data) folder."""
+    base, path = Path(root).resolve(), Path(target).resolve()
+    if path != base and base not in path.parents:
+        raise ValueError(f"{what} {str(target)!r} lies outside {str(root)!r}; relief_nb writes only inside it")
+    return Path(target)
 
 
 def _project_root(start: Path | None = None) -> Path | None:
@@ -64,4 +111,11 @@ def runs_folder(results_dir: str | os.PathLike, profile: str) -> Path:
 
 
 def notebook_folder(results_dir: str | os.PathLike, profile: str, notebook: str) -> Path:
-    return profile_root(results_dir, profile) / notebook
+    root = profile_root(results_dir, profile)
+    return inside(root, root / safe_name(notebook, "notebook name"), "the notebook folder")
+
+
+def sweep_folder(results_dir: str | os.PathLike | None, profile: str, name: str) -> Path:
+    """Where a sweep's tables and figures go: ``<results>/sweeps/<name>`` (``<results>/smoke/sweeps`` for smoke)."""
+    root = profile_root(results_dir or default_results_dir(), profile) / "sweeps"
+    return inside(root, root / safe_name(name, "sweep name (--name, or name = in a grid file)"), "the sweep folder")

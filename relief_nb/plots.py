@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from torch import nn
 
 from .masks import current_mask
+from .paths import safe_name
 from .published import published_table
 from .relief import ReliefConfig, score_layers
 from .selection import select
@@ -180,7 +181,7 @@ def _finish(fig: plt.Figure, mark: str | None, axes: list[plt.Axes]) -> plt.Figu
 
 def save_figure(fig: plt.Figure, folder: str | Path, name: str) -> Path:
     """Save ``fig`` as ``folder/name.png`` (120 dpi, tight bounding box) and return the path."""
-    path = Path(folder) / f"{name}.png"
+    path = Path(folder) / f"{safe_name(name, 'figure name', '.png', 'accuracy')}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path

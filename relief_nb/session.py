@@ -304,6 +304,7 @@ class Session:
 
     # ---------------------------------------------------------------- tables
     def save_table(self, df: pd.DataFrame, name: str) -> pd.DataFrame:
+        name = paths.safe_name(name, "table name", ".json", "accuracy")
         self.results.mkdir(parents=True, exist_ok=True)
         df.to_csv(self.results / f"{name}.csv", index=False)
         (self.results / f"{name}.json").write_text(df.to_json(orient="records", indent=1))

@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = ["GRID_KEYS", "SweepRun", "add_sweep_command", "aggregate", "expand_grid", "load_grid", "plot_sweep",
-           "run_done", "run_sweep", "sweep_folder", "sweep_report"]
+           "run_done", "run_sweep", "sweep_report"]
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # keys of a grid, in a TOML file and as run_sweep's arguments (the CLI's options spell them with dashes)
@@ -303,11 +303,6 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
     return df[[*first, *rest, *METRIC_COLUMNS, "synthetic", "run", "folder", "status", "error"]]
 
 
-def sweep_folder(results_dir: str | os.PathLike | None, profile: str, name: str) -> Path:
-    """Where a sweep's tables and figures go: ``<results>/sweeps/<name>`` (``<results>/smoke/sweeps`` for smoke)."""
-    return paths.profile_root(results_dir or paths.default_results_dir(), profile) / "sweeps" / name
-
-
 def _default_name(experiments: list[str], grid: dict[str, Any]) -> str:
     digest = hashlib.sha1(json.dumps(grid, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{'+'.join(experiments)}_{digest}"
@@ -335,6 +330,8 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
     """
     results = Path(results_dir or paths.default_results_dir()).resolve()
     data = Path(data_dir or paths.default_data_dir()).resolve()
+    if name is not None:  # refused before anything runs or is written
+        paths.sweep_folder(results, profile, name)
     runs_dir = paths.runs_folder(results, profile)
     experiments = _as_list(experiment)
     runs = expand_grid(experiments, alpha_conv, alpha_fc, seeds, methods, profile, params, data)
@@ -360,7 +357,8 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
     if save:
         grid = dict(experiment=experiments, alpha_conv=alpha_conv, alpha_fc=alpha_fc, seeds=seeds, methods=methods,
                     profile=profile, params=dict(params or {}))
-        folder = save_sweep(df, sweep_folder(results, profile, name or _default_name(experiments, grid)),
+        folder = save_sweep(df, paths.sweep_folder(results, profile, name if name is not None else
+                                                              _default_name(experiments, grid)),
                             mark=df.attrs["mark"])
         df.attrs["folder"] = str(folder)
     return df
@@ -595,7 +593,7 @@ def save_sweep(df: pd.DataFrame, folder: str | os.PathLike, mark: str | None = N
     (folder / "report.md").write_text(sweep_report(df))
     for experiment in agg.experiment.unique():
         fig = plot_sweep(agg, experiment, mark=mark)
-        save_figure(fig, folder, str(experiment))
+        save_figure(fig, folder, paths.safe_name(str(experiment), "experiment name"))
         plt.close(fig)
     return folder
 

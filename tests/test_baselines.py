@@ -77,7 +77,7 @@ def test_baseline_experiment_follows_the_reference_sparsity(tmp_path):
     reference.run()
     ref_layers = reference.layers()
     for method in ("magnitude_layer", "random", "magnitude_global"):
-        run = Run(ExperimentConfig.of(**small, method=method, reference=str(reference.folder)), tmp_path,
+        run = Run(ExperimentConfig.of(**small, method=method, reference=reference.experiment_name()), tmp_path,
                   progress=False)
         metrics = run.run()
         assert metrics.iteration.tolist() == [0, 1, 2]
