@@ -27,8 +27,10 @@ run: fetch-mnist
 
 test: fetch-mnist lint test-unit test-notebooks
 
+# ruff, then the layers contract in pyproject.toml (import-linter: imports only downward, docs/architecture.md)
 lint: setup
 	$(BIN)/ruff check relief_nb tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 test-unit: setup
 	$(BIN)/pytest -n 2 -q -m "not long" tests

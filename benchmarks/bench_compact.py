@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 from common import DATA, RUNS, interleaved_best, markdown_table, pruned_model
 
-from relief_nb.compact import CompactModel
-from relief_nb.data import synthetic_dataset
-from relief_nb.experiment import Run
-from relief_nb.metrics import summary
-from relief_nb.models import create_model, input_shape_of
-from relief_nb.relief import ReliefConfig, ReliefWarning, relief_prune
-from relief_nb.structure import trace_model
-from relief_nb.training import TrainConfig, make_optimizer, train_epoch
+from relief_nb.data.datasets import synthetic_dataset
+from relief_nb.experiments.run import Run
+from relief_nb.experiments.training import TrainConfig, make_optimizer, train_epoch
+from relief_nb.graph.compact import CompactModel
+from relief_nb.graph.structure import trace_model
+from relief_nb.models.zoo import create_model, input_shape_of
+from relief_nb.pruning.metrics import summary
+from relief_nb.pruning.relief import ReliefConfig, ReliefWarning, relief_prune
 
 DATASET_OF = {"lenet300-100": "mnist", "lenet5": "mnist", "resnet20": "cifar10"}
 

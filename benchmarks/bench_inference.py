@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from common import RUNS, interleaved_best, markdown_table, pruned_model
 
-from relief_nb.export import export_pruned, saved_size_bytes
-from relief_nb.models import create_model, input_shape_of
+from relief_nb.graph.export import export_pruned, saved_size_bytes
+from relief_nb.models.zoo import create_model, input_shape_of
 
 
 def measure(name: str, runs: Path, repeat: int, calls: int) -> list[dict]:

@@ -14,10 +14,10 @@ import copy
 import torch
 from common import interleaved_best, markdown_table
 
-from relief_nb.data import synthetic_dataset
-from relief_nb.models import create_model
-from relief_nb.relief import ReliefConfig, relief_prune
-from relief_nb.training import TrainConfig, make_optimizer, train_epoch
+from relief_nb.data.datasets import synthetic_dataset
+from relief_nb.experiments.training import TrainConfig, make_optimizer, train_epoch
+from relief_nb.models.zoo import create_model
+from relief_nb.pruning.relief import ReliefConfig, relief_prune
 
 DATASET_OF = {"lenet300-100": "mnist", "lenet5": "mnist", "resnet20": "cifar10", "vgg11": "cifar10"}
 

@@ -26,9 +26,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import nets  # noqa: E402  (plain-torch torchvision-style models of the test suite)
 
-from relief_nb.masks import mask_snapshot, restore_masks
-from relief_nb.models import create_model, input_shape_of
-from relief_nb.relief import ReliefConfig, relief_prune, trace_for_batch
+from relief_nb.core.masks import mask_snapshot, restore_masks
+from relief_nb.models.zoo import create_model, input_shape_of
+from relief_nb.pruning.relief import ReliefConfig, relief_prune, trace_for_batch
 
 CHUNKS = (1000, 500, 250, 100, 50)
 # user-defined networks traced by torch.fx: torchvision's ResNet-18 layout (CIFAR stem) and MobileNetV2, full width
@@ -52,7 +52,7 @@ def measure(name: str, n: int, repeat: int, config: ReliefConfig, layout: str, d
     model, shape = build(name)
     model.eval().to(device)
     x = torch.rand(n, *shape, device=device)
-    if layout == "channels_last":  # as experiments train and prune: relief_nb.data.prepare() and Run
+    if layout == "channels_last":  # as experiments train and prune: relief_nb.data.datasets.prepare() and Run
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
 
     @torch.no_grad()
@@ -61,7 +61,7 @@ def measure(name: str, n: int, repeat: int, config: ReliefConfig, layout: str, d
             model(x[start:start + chunk])
 
     # The pass as users repeat it: the same model, its masks reset to ones each time so every pass does the same
-    # work; relief_prune reuses the model's traced graph (relief_nb.graph's cache), as an experiment does.
+    # work; relief_prune reuses the model's traced graph (relief_nb.graph.trace's cache), as an experiment does.
     pruned = copy.deepcopy(model)
     relief_prune(pruned, x, config)  # installs the masks; the next call traces the pruned structure once
     ones = {k: torch.ones_like(v) for k, v in mask_snapshot(pruned).items()}

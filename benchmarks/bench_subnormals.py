@@ -1,5 +1,5 @@
 """One LeNet-5 training step with subnormal weights and Adam state, as a long run had them, against the same step
-after :func:`relief_nb.training.flush_subnormals` (what every epoch now starts with), in one run.
+after :func:`relief_nb.experiments.training.flush_subnormals` (what every epoch now starts with), in one run.
 
 What it mimics: after the learning-rate step of the paper's LeNet-5 schedule, half of the weights of a real run
 (222,842 of 431,080) and as many Adam moments were subnormal (below 1.2e-38), and x86 CPUs multiply subnormals
@@ -17,8 +17,8 @@ import torch
 from common import markdown_table, seconds
 from torch import nn
 
-from relief_nb.models import create_model
-from relief_nb.training import TrainConfig, flush_subnormals, make_optimizer
+from relief_nb.experiments.training import TrainConfig, flush_subnormals, make_optimizer
+from relief_nb.models.zoo import create_model
 
 
 def subnormal_state(batch: torch.Tensor, labels: torch.Tensor) -> tuple[nn.Module, dict]:

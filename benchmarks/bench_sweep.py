@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from common import markdown_table, seconds
 
-from relief_nb.sweep import execute_run, expand_grid, run_sweep
+from relief_nb.sweeps.sweep import execute_run, expand_grid, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from relief_nb.experiment import ExperimentConfig, Run
-from relief_nb.models import create_model, input_shape_of
-from relief_nb.presets import experiment_config
-from relief_nb.relief import relief_prune
-from relief_nb.tables import markdown
+from relief_nb.experiments.presets import experiment_config
+from relief_nb.experiments.run import ExperimentConfig, Run
+from relief_nb.models.zoo import create_model, input_shape_of
+from relief_nb.pruning.relief import relief_prune
+from relief_nb.reporting.tables import markdown
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -39,9 +39,9 @@ def say(text: str) -> None:
 
 
 def check_scores(device: str) -> bool:
-    from relief_nb.masks import mask_snapshot
-    from relief_nb.models import create_model, input_shape_of
-    from relief_nb.relief import ReliefConfig, relief_prune, score_layers
+    from relief_nb.core.masks import mask_snapshot
+    from relief_nb.models.zoo import create_model, input_shape_of
+    from relief_nb.pruning.relief import ReliefConfig, relief_prune, score_layers
 
     ok = True
     for name in ("lenet300-100", "lenet5", "vgg-like", "resnet20"):
@@ -63,8 +63,8 @@ def check_scores(device: str) -> bool:
 
 
 def run_paper_lenet300(minutes: float, results: Path, device: str) -> None:
-    from relief_nb.experiment import Run
-    from relief_nb.presets import experiment_config
+    from relief_nb.experiments.presets import experiment_config
+    from relief_nb.experiments.run import Run
 
     real = (ROOT / "data" / "mnist" / "train-images-idx3-ubyte").exists()
     config = experiment_config("lenet300-mnist", "paper", **({} if real else {"synthetic": True}))
@@ -88,7 +88,7 @@ def run_notebooks(out: Path, device: str) -> None:
     if importlib.util.find_spec("papermill") is None:
         say("papermill is not importable here: smoke notebooks skipped (carry papermill's wheels to run them)")
         return
-    from relief_nb.batch import execute_notebook
+    from relief_nb.notebooks.batch import execute_notebook
 
     for name in ("lenet-mnist", "tour", "cifar10"):
         start = time.perf_counter()

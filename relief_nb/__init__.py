@@ -1,59 +1,69 @@
 """relief_nb: Neural network relief (NNrelief, Dekhovich et al., arXiv:2109.10795) for notebooks.
 
-The pieces, each in its own module:
+Everything a user needs is importable from here; the layers below (``docs/architecture.md``), each a folder that
+imports only from the ones under it:
 
-* :mod:`relief_nb.models`: the paper's architectures by name (``create_model("lenet5")``);
-* :mod:`relief_nb.graph` (entry point :mod:`relief_nb.structure`): the model traced once (``torch.fx``) into
-  its dependency graph: which layers read whose units, through which merges;
-* :mod:`relief_nb.scores` / :mod:`relief_nb.selection`: importance scores and the alpha rule;
-* :mod:`relief_nb.relief`: one pruning pass (``relief_prune(model, batch, ReliefConfig(...))``), the scores it
-  selects from (``score_layers``), :class:`ReliefWarning` for passes a user would not expect;
-* :mod:`relief_nb.methods`: NNrelief and the baselines (magnitude, random, SNIP, MagAct) behind one interface,
-  by name (``get_method("snip").prune(graph, x, y, Budget.of(reference_graph))``);
-* :mod:`relief_nb.masks`: ``torch.nn.utils.prune`` masks (the one place that reads ``weight_orig`` / masks),
-  state_dict round trips, ``make_permanent``; :mod:`relief_nb.modes`: ``eval_mode``;
-* :mod:`relief_nb.metrics`: remaining parameters, compression, alive units, FLOPs;
-* :mod:`relief_nb.data`, :mod:`relief_nb.userdata`, :mod:`relief_nb.training`, :mod:`relief_nb.experiment`,
-  :mod:`relief_nb.presets`: registered data sets and your own, training, and the iterative prune-retrain
-  experiment on any model factory;
-* :mod:`relief_nb.sweep`: grids of runs (alphas x seeds x methods) on Dask, aggregated over seeds;
-* :mod:`relief_nb.fingerprint`: the CPU-independent check the notebooks' nbval cells compare;
-* :mod:`relief_nb.plots`, :mod:`relief_nb.session` / :mod:`relief_nb.tables` / :mod:`relief_nb.batch` (what the
-  notebooks call, results tables, papermill execution), :mod:`relief_nb.cli`: figures, notebooks, command line;
-* :mod:`relief_nb.paths`: where data, runs, notebooks and figures live.
+* :mod:`relief_nb.common`: where files live, safe names, input checks;
+* :mod:`relief_nb.core`: the method's math on one layer: scores, the alpha rule, masks, eval mode;
+* :mod:`relief_nb.models`, :mod:`relief_nb.data`: the paper's architectures by name, data sets and your own;
+* :mod:`relief_nb.graph`: any model traced once (``torch.fx``) into its dependency graph; export and compaction;
+* :mod:`relief_nb.pruning`: one pass on a whole model (``relief_prune``), the method registry and baselines,
+  metrics;
+* :mod:`relief_nb.experiments`: configuration, presets, training and the iterative prune-retrain run;
+* :mod:`relief_nb.reporting`: tables, figures, published numbers;
+* :mod:`relief_nb.sweeps`: grids of runs on Dask, comparisons;
+* :mod:`relief_nb.notebooks`: what the notebooks call (``import relief_nb.notebooks as rnb``), papermill batch;
+* :mod:`relief_nb.cli`: the command line ``relief-nb``.
 """
 
-from .experiment import ExperimentConfig, Run, run_experiment
-from .masks import load_pruned_state_dict, make_permanent
-from .methods import Budget, PruningMethod, ReliefMethod, get_method, list_methods, register_method
-from .metrics import count_parameters, layer_table, summary
-from .models import create_model, input_shape_of, list_models
-from .presets import experiment_config, list_experiments
-from .relief import ReliefConfig, ReliefWarning, relief_prune, score_layers
-from .selection import select
-from .structure import UnsupportedModuleError, trace_model
-from .sweep import aggregate, run_sweep
-from .training import TrainConfig
-from .userdata import as_dataset
+from typing import Any
 
-__version__ = "0.2.0"
+from .common.version import __version__
+from .core.masks import load_pruned_state_dict, make_permanent, mask_snapshot, restore_masks
+from .core.selection import select
+from .data.datasets import Dataset, prepare, synthetic_dataset
+from .data.userdata import as_dataset
+from .experiments.config import DataConfig, ExperimentConfig, MethodConfig, ScheduleConfig, override
+from .experiments.presets import experiment_config, list_experiments
+from .experiments.run import Run, run_experiment
+from .experiments.training import TrainConfig, evaluate, flush_subnormals, make_optimizer, train_epoch
+from .graph.compact import CompactModel
+from .graph.export import export_pruned, saved_size_bytes
+from .graph.structure import UnsupportedModuleError, trace_model
+from .models.zoo import create_model, input_shape_of, list_models
+from .pruning.methods import Budget, PruningMethod, ReliefMethod, get_method, list_methods, register_method
+from .pruning.metrics import count_parameters, layer_table, summary
+from .pruning.relief import ReliefConfig, ReliefWarning, relief_prune, score_layers, trace_for_batch
+from .reporting.tables import error_at_compression, markdown, published_crossings
+from .sweeps.sweep import aggregate, execute_run, expand_grid, run_sweep
 
 __all__ = [
     "Budget",
+    "CompactModel",
+    "DataConfig",
+    "Dataset",
     "ExperimentConfig",
+    "MethodConfig",
     "PruningMethod",
-    "aggregate",
-    "run_sweep",
     "ReliefConfig",
     "ReliefMethod",
     "ReliefWarning",
     "Run",
+    "ScheduleConfig",
     "TrainConfig",
-    "as_dataset",
     "UnsupportedModuleError",
+    "__version__",
+    "aggregate",
+    "as_dataset",
     "count_parameters",
     "create_model",
+    "error_at_compression",
+    "evaluate",
+    "execute_run",
+    "expand_grid",
     "experiment_config",
+    "export_pruned",
+    "flush_subnormals",
     "get_method",
     "input_shape_of",
     "layer_table",
@@ -61,12 +71,34 @@ __all__ = [
     "list_methods",
     "list_models",
     "load_pruned_state_dict",
+    "make_optimizer",
     "make_permanent",
+    "markdown",
+    "mask_snapshot",
+    "override",
+    "plots",
+    "prepare",
+    "published_crossings",
     "register_method",
     "relief_prune",
+    "restore_masks",
     "run_experiment",
+    "run_sweep",
+    "saved_size_bytes",
     "score_layers",
     "select",
     "summary",
+    "synthetic_dataset",
+    "trace_for_batch",
     "trace_model",
+    "train_epoch",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``relief_nb.plots`` (the figures) is imported on first use: matplotlib stays out of ``import relief_nb``."""
+    if name == "plots":
+        from .reporting import plots
+
+        return plots
+    raise AttributeError(f"module 'relief_nb' has no attribute {name!r}")

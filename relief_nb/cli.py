@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import paths
-from .batch import add_notebook_commands
-from .compare import add_compare_command
-from .session import NOTEBOOKS, parse_assignments
-from .sweep import add_sweep_command
+from .common import paths
+from .experiments.config import parse_assignments
+from .notebooks.batch import add_notebook_commands
+from .notebooks.session import NOTEBOOKS
+from .sweeps.compare import add_compare_command
+from .sweeps.sweep import add_sweep_command
 
 __all__ = ["main", "parse_assignments"]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .data import DATASETS
-    from .models import MODELS
-    from .presets import EXPERIMENTS, PROFILES
+    from .data.datasets import DATASETS
+    from .experiments.presets import EXPERIMENTS, PROFILES
+    from .models.zoo import MODELS
 
     print("experiments (relief-nb run NAME --profile P):")
     for name, cfg in EXPERIMENTS.items():
@@ -27,7 +28,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print(f"profiles: {', '.join(PROFILES)}")
     print(f"models: {', '.join(sorted(MODELS))}")
     print(f"data sets: {', '.join(sorted(DATASETS))}")
-    from . import native
+    from .core import native
 
     kernel = f"compiled (cached in {native.cache_dir()})" if native.available() else \
         "pure torch (no C compiler, or RELIEF_NB_NATIVE=0)"
@@ -39,15 +40,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .data import fetch
+    from .data.datasets import fetch
 
     print(f"fetched {args.dataset} into {fetch(args.dataset, args.data_dir)}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import Run
-    from .presets import experiment_config
+    from .experiments.presets import experiment_config
+    from .experiments.run import Run
 
     params = parse_assignments(args.param)
     if args.model:
@@ -70,7 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from .experiment import migrate_runs
+    from .experiments.run import migrate_runs
 
     for profile in ("cpu", "smoke"):
         runs = paths.runs_folder(args.results_dir, profile)
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 a usage error (bad name or value), 1 a failure (data, files, checkpoint), 130 Ctrl-C."""
-    from .experiment import CheckpointError
+    from .experiments.run import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from relief_nb.models import create_model, input_shape_of
-from relief_nb.relief import ReliefConfig, relief_prune
+from relief_nb.models.zoo import create_model, input_shape_of
+from relief_nb.pruning.relief import ReliefConfig, relief_prune
 
 PATH = Path(__file__).resolve().parent / "data" / "reference_masks.npz"
 

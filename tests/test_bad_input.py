@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from relief_nb.cli import main
-from relief_nb.data import DATASETS
-from relief_nb.relief import ReliefConfig
+from relief_nb.data.datasets import DATASETS
+from relief_nb.pruning.relief import ReliefConfig
 
 SMOKE = ["run", "lenet300-mnist", "--profile", "smoke", "--no-progress"]
 
@@ -59,7 +59,7 @@ def test_cuda_on_a_cpu_only_machine_is_refused(tmp_path, capsys):
 
 def test_labels_out_of_range_are_refused(tmp_path, capsys, monkeypatch):
     spec = DATASETS["mnist"]
-    import relief_nb.experiment as experiment
+    import relief_nb.experiments.run as experiment
 
     def corrupt(name, seed=0, **kw):
         ds = experiment.synthetic_dataset.__wrapped__(name, seed=seed) if hasattr(

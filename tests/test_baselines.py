@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from relief_nb.baselines import BASELINES, prune_baseline, prune_to_counts
-from relief_nb.experiment import ExperimentConfig, Run
-from relief_nb.masks import current_mask
-from relief_nb.models import create_model, input_shape_of
-from relief_nb.structure import trace_model
-from relief_nb.training import TrainConfig
+from relief_nb.core.masks import current_mask
+from relief_nb.experiments.run import ExperimentConfig, Run
+from relief_nb.experiments.training import TrainConfig
+from relief_nb.graph.structure import trace_model
+from relief_nb.models.zoo import create_model, input_shape_of
+from relief_nb.pruning.baselines import BASELINES, prune_baseline, prune_to_counts
 
 
 def graph_of(name="lenet5"):

@@ -19,8 +19,8 @@ def test_benchmark_runs_in_quick_mode(module, tmp_path, capsys):
 
 
 def test_compact_benchmark_over_a_runs_iterations(tmp_path, capsys):
-    from relief_nb.experiment import run_experiment
-    from relief_nb.presets import experiment_config
+    from relief_nb.experiments.presets import experiment_config
+    from relief_nb.experiments.run import run_experiment
 
     cfg = experiment_config("lenet5-mnist", "smoke", synthetic=True, iterations=2, target_compression=None)
     run = run_experiment(cfg, results_dir=tmp_path, progress=False, device="cpu")

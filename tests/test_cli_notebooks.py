@@ -1,15 +1,16 @@
 """The command line and the notebooks: listing, validation, papermill execution with figures, skipping."""
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from relief_nb.cli import main, parse_assignments
-from relief_nb.paths import TEMPLATE_DIR
-from relief_nb.session import NOTEBOOKS, check_parameters
+from relief_nb.common.paths import TEMPLATE_DIR
+from relief_nb.notebooks.session import NOTEBOOKS, check_parameters
 
-ROOT = TEMPLATE_DIR.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_parse_assignments_reads_literals():

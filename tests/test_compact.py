@@ -11,13 +11,13 @@ from nets import ConcatNet, ForwardResidual, MobileNetV2, resnet18
 from test_experiment import comparable, small
 from torch import nn
 
-from relief_nb.compact import CompactModel
-from relief_nb.config import ExperimentConfig, override
-from relief_nb.experiment import Run
-from relief_nb.masks import effective
-from relief_nb.models import create_model
-from relief_nb.relief import ReliefConfig, ReliefWarning, relief_prune, trace_for_batch
-from relief_nb.training import TrainConfig
+from relief_nb.core.masks import effective
+from relief_nb.experiments.config import ExperimentConfig, override
+from relief_nb.experiments.run import Run
+from relief_nb.experiments.training import TrainConfig
+from relief_nb.graph.compact import CompactModel
+from relief_nb.models.zoo import create_model
+from relief_nb.pruning.relief import ReliefConfig, ReliefWarning, relief_prune, trace_for_batch
 
 CASES = {
     "lenet300-100": (lambda: create_model("lenet300-100", seed=0), (1, 28, 28)),

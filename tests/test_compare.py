@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from relief_nb.cli import main
-from relief_nb.compare import aggregate_experiments, compare_report
-from relief_nb.experiment import run_experiment
-from relief_nb.presets import experiment_config
+from relief_nb.experiments.presets import experiment_config
+from relief_nb.experiments.run import run_experiment
+from relief_nb.sweeps.compare import aggregate_experiments, compare_report
 
 
 @pytest.fixture(scope="module")

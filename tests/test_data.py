@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from relief_nb import data
-from relief_nb.data import (
+from relief_nb.data import datasets as data
+from relief_nb.data.datasets import (
     ChecksumError,
     DataNotFoundError,
     download,

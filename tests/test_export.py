@@ -8,10 +8,10 @@ from nets import vit_attention_paths
 from test_graph import CASES
 from torch import nn
 
-from relief_nb.data import load_dataset, prepare
-from relief_nb.export import ExportError, export_pruned, save_exported, saved_size_bytes
-from relief_nb.models import create_model, input_shape_of
-from relief_nb.relief import ReliefConfig, relief_prune
+from relief_nb.data.datasets import load_dataset, prepare
+from relief_nb.graph.export import ExportError, export_pruned, save_exported, saved_size_bytes
+from relief_nb.models.zoo import create_model, input_shape_of
+from relief_nb.pruning.relief import ReliefConfig, relief_prune
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

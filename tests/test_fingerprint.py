@@ -16,8 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from relief_nb.fingerprint import method_fingerprint
-from relief_nb.session import NOTEBOOKS
+from relief_nb.experiments.fingerprint import method_fingerprint
+from relief_nb.notebooks.session import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPS = {
@@ -27,8 +27,8 @@ CAPS = {
 }
 SCRIPT = """
 import json, sys
-from relief_nb.session import NOTEBOOKS
-from relief_nb.fingerprint import method_fingerprint
+from relief_nb.notebooks.session import NOTEBOOKS
+from relief_nb.experiments.fingerprint import method_fingerprint
 import pandas as pd
 out = {}
 for name in sys.argv[1:]:

@@ -16,9 +16,9 @@ from nets import (
 )
 from torch import nn
 
-from relief_nb.graph import UnsupportedModuleError, layer_reads
-from relief_nb.masks import current_mask, mask_snapshot
-from relief_nb.relief import ReliefConfig, _backward_sweep, _mask_removed_norms, alive_units, relief_prune
+from relief_nb.core.masks import current_mask, mask_snapshot
+from relief_nb.graph.trace import UnsupportedModuleError, layer_reads
+from relief_nb.pruning.relief import ReliefConfig, _backward_sweep, _mask_removed_norms, alive_units, relief_prune
 
 
 def check_consistent(model: nn.Module, graph) -> None:
@@ -231,7 +231,7 @@ def test_vit_mlp_and_patch_embedding_are_pruned():
 
 @pytest.mark.parametrize("case", ["mobilenetv2", "resnet18", "gelu-mlp", "sequence"])
 def test_dense_flops_and_parameters_of_new_layer_types(case):
-    from relief_nb.metrics import count_parameters, dense_flops_torch, layer_table
+    from relief_nb.pruning.metrics import count_parameters, dense_flops_torch, layer_table
 
     torch.manual_seed(0)
     if case == "sequence":
@@ -248,7 +248,7 @@ def test_dense_flops_and_parameters_of_new_layer_types(case):
 
 
 def test_ignored_layers_count_dense_in_parameters():
-    from relief_nb.metrics import count_parameters
+    from relief_nb.pruning.metrics import count_parameters
 
     torch.manual_seed(0)
     model = ViT()
@@ -260,8 +260,8 @@ def test_ignored_layers_count_dense_in_parameters():
 
 @pytest.mark.parametrize("aggregation", ["sample_l2", "mean_l2", "mean_l1"])
 def test_depthwise_scores_equal_the_dense_equivalent(aggregation):
-    from relief_nb.relief import _dense_weight
-    from relief_nb.scores import ConvScoreAccumulator, DepthwiseScoreAccumulator
+    from relief_nb.core.scores import ConvScoreAccumulator, DepthwiseScoreAccumulator
+    from relief_nb.pruning.relief import _dense_weight
 
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4)  # channel multiplier 2

@@ -9,10 +9,10 @@ import weakref
 import torch
 from torch import nn
 
-from relief_nb.graph import trace_graph
-from relief_nb.masks import mask_snapshot
-from relief_nb.models import create_model
-from relief_nb.relief import ReliefConfig, relief_prune, trace_for_batch
+from relief_nb.core.masks import mask_snapshot
+from relief_nb.graph.trace import trace_graph
+from relief_nb.models.zoo import create_model
+from relief_nb.pruning.relief import ReliefConfig, relief_prune, trace_for_batch
 
 CONFIG = ReliefConfig(0.9, 0.95)
 

@@ -11,9 +11,9 @@ from nets import GeluMLP, MobileNetV2, ViT, resnet18, resnet50, vit_attention_pa
 from test_graph import check_consistent
 from torch import nn
 
-from relief_nb.data import load_dataset, prepare
-from relief_nb.export import export_pruned
-from relief_nb.relief import ReliefConfig, relief_prune
+from relief_nb.data.datasets import load_dataset, prepare
+from relief_nb.graph.export import export_pruned
+from relief_nb.pruning.relief import ReliefConfig, relief_prune
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 pytestmark = [pytest.mark.long,

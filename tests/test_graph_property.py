@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from test_graph import check_consistent
 from torch import nn
 
-from relief_nb.export import export_pruned
-from relief_nb.relief import ReliefConfig, relief_prune
+from relief_nb.graph.export import export_pruned
+from relief_nb.pruning.relief import ReliefConfig, relief_prune
 
 ACTS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "relu6": nn.ReLU6}
 

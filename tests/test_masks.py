@@ -1,9 +1,9 @@
-"""relief_nb.masks: the one place that reads ``<name>_orig`` / ``<name>_mask``."""
+"""relief_nb.core.masks: the one place that reads ``<name>_orig`` / ``<name>_mask``."""
 
 import torch
 from torch import nn
 
-from relief_nb.masks import (
+from relief_nb.core.masks import (
     current_mask,
     effective,
     is_pruned,

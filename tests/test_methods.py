@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relief_nb import methods
-from relief_nb.baselines import prune_to_counts
-from relief_nb.masks import current_mask
-from relief_nb.methods import (
+from relief_nb.core.masks import current_mask
+from relief_nb.graph.structure import trace_model
+from relief_nb.models.zoo import create_model, input_shape_of
+from relief_nb.pruning import methods as methods
+from relief_nb.pruning.baselines import prune_to_counts
+from relief_nb.pruning.methods import (
     Budget,
     MagnitudeMethod,
     PruningMethod,
@@ -23,9 +25,7 @@ from relief_nb.methods import (
     list_methods,
     register_method,
 )
-from relief_nb.models import create_model, input_shape_of
-from relief_nb.relief import ReliefConfig, relief_prune
-from relief_nb.structure import trace_model
+from relief_nb.pruning.relief import ReliefConfig, relief_prune
 
 ALL = ("relief", "magnitude_global", "magnitude_layer", "random", "snip", "magact")
 PER_LAYER = ("magnitude_layer", "random", "snip", "magact")

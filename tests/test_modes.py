@@ -4,15 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from relief_nb import relief as relief_module
-from relief_nb.data import synthetic_dataset
-from relief_nb.export import export_pruned
-from relief_nb.metrics import dense_flops_torch
-from relief_nb.models import create_model
-from relief_nb.modes import eval_mode
-from relief_nb.relief import relief_prune, score_layers
-from relief_nb.structure import trace_model
-from relief_nb.training import evaluate
+from relief_nb.core.modes import eval_mode
+from relief_nb.data.datasets import synthetic_dataset
+from relief_nb.experiments.training import evaluate
+from relief_nb.graph.export import export_pruned
+from relief_nb.graph.structure import trace_model
+from relief_nb.models.zoo import create_model
+from relief_nb.pruning import relief as relief_module
+from relief_nb.pruning.metrics import dense_flops_torch
+from relief_nb.pruning.relief import relief_prune, score_layers
 
 
 def flags(model: nn.Module) -> dict[str, bool]:

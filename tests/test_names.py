@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from relief_nb import paths
 from relief_nb.cli import main
-from relief_nb.config import ExperimentConfig
-from relief_nb.experiment import Run
-from relief_nb.sweep import run_sweep
+from relief_nb.common import paths as paths
+from relief_nb.experiments.config import ExperimentConfig
+from relief_nb.experiments.run import Run
+from relief_nb.sweeps.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 ESCAPES = ["..", ".", "../outside", "../../../outside", "a/b", "a\\b", "/tmp/outside", "C:\\outside", "C:outside",
@@ -142,7 +142,7 @@ def test_notebook_tables_and_figures_refuse_paths(name, sandbox):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from relief_nb.session import Session, check_parameters
+    from relief_nb.notebooks.session import Session, check_parameters
 
     top, results = sandbox
     session = Session("lenet-mnist", check_parameters("lenet-mnist", {"profile": "smoke",
@@ -173,7 +173,7 @@ def test_run_folder_cannot_leave_the_results_folder_even_if_a_name_escapes(sandb
 def test_fetch_refuses_a_data_folder_that_escapes(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from relief_nb import data
+    from relief_nb.data import datasets as data
 
     monkeypatch.setitem(data.DATASETS, "mnist", replace(data.DATASETS["mnist"], folder="../elsewhere"))
     with pytest.raises(ValueError, match="outside"):

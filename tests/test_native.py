@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relief_nb import native
-from relief_nb.models import create_model, input_shape_of
-from relief_nb.relief import ReliefConfig, score_layers
-from relief_nb.scores import ConvScoreAccumulator, _out_hw, batch_abs_stats
+from relief_nb.core import native as native
+from relief_nb.core.scores import ConvScoreAccumulator, _out_hw, batch_abs_stats
+from relief_nb.models.zoo import create_model, input_shape_of
+from relief_nb.pruning.relief import ReliefConfig, score_layers
 
 HAS_COMPILER = bool(shutil.which("cc") or shutil.which("gcc"))
 needs_kernel = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the pure-torch forms are used")

@@ -20,8 +20,8 @@ import torch  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from torch import nn  # noqa: E402
 
-from relief_nb import plots  # noqa: E402
-from relief_nb.masks import shrink_mask  # noqa: E402
+from relief_nb.core.masks import shrink_mask  # noqa: E402
+from relief_nb.reporting import plots as plots  # noqa: E402
 
 LAYERS = ["features.0", "features.3", "features.7", "features.10", "features.14", "features.17", "features.20",
           "features.24", "features.27", "features.30", "classifier.1", "classifier.4", "classifier.6"]
@@ -203,11 +203,11 @@ def test_score_distributions(scores):
 
 @pytest.mark.parametrize("net", ["mobilenetv2", "grouped"])
 def test_layer_scores_of_depthwise_and_grouped_convs(net):
-    """layer_scores is the pass's own collector (relief_nb.relief.score_layers): it scores depthwise and grouped
+    """layer_scores is the pass's own collector (relief_nb.pruning.relief.score_layers): it scores depthwise and grouped
     convs (one row per filter, one column per input channel of its group, then the bias), and plots them."""
     from nets import MobileNetV2
 
-    from relief_nb.relief import score_layers
+    from relief_nb.pruning.relief import score_layers
 
     torch.manual_seed(0)
     if net == "mobilenetv2":
@@ -306,8 +306,8 @@ def test_display_name():
 
 
 def test_sweep_figure():
-    """relief_nb.sweep.plot_sweep on a made-up sweep table: 4 alpha panels, 4 methods, 3 seeds, 6 iterations."""
-    from relief_nb.sweep import aggregate, plot_sweep, sweep_report
+    """relief_nb.sweeps.sweep.plot_sweep on a made-up sweep table: 4 alpha panels, 4 methods, 3 seeds, 6 iterations."""
+    from relief_nb.sweeps.sweep import aggregate, plot_sweep, sweep_report
 
     rng = np.random.default_rng(0)
     rows = []

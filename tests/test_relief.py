@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from nets import MobileNetV2
 from torch import nn
 
-from relief_nb import relief as relief_module
-from relief_nb.masks import (
+from relief_nb.core.masks import (
     current_mask,
     effective,
     is_pruned,
@@ -20,11 +19,12 @@ from relief_nb.masks import (
     mask_snapshot,
     raw_weight,
 )
-from relief_nb.metrics import count_parameters, dense_flops_torch, layer_table
-from relief_nb.models import create_model, input_shape_of, list_models
-from relief_nb.relief import ReliefConfig, ReliefWarning, alive_units, relief_prune, score_layers
-from relief_nb.selection import select
-from relief_nb.structure import UnsupportedModuleError, trace_model
+from relief_nb.core.selection import select
+from relief_nb.graph.structure import UnsupportedModuleError, trace_model
+from relief_nb.models.zoo import create_model, input_shape_of, list_models
+from relief_nb.pruning import relief as relief_module
+from relief_nb.pruning.metrics import count_parameters, dense_flops_torch, layer_table
+from relief_nb.pruning.relief import ReliefConfig, ReliefWarning, alive_units, relief_prune, score_layers
 
 
 def batch_for(name, n=16):
@@ -325,7 +325,7 @@ def test_unsupported_module_is_named(model, path):
 
 
 def test_all_finite_falls_back_to_elements_when_the_sum_overflows():
-    from relief_nb.relief import all_finite
+    from relief_nb.pruning.relief import all_finite
 
     big = torch.full((4,), 3e38)  # finite entries whose float32 sum is inf
     assert all_finite(big)
@@ -344,7 +344,7 @@ def test_scores_do_not_depend_on_memory_format(name):
         torch.testing.assert_close(last[layer], s, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.filterwarnings("ignore:this pass removed:relief_nb.relief.ReliefWarning")  # alphas 0.7 / 0.8
+@pytest.mark.filterwarnings("ignore:this pass removed:relief_nb.pruning.relief.ReliefWarning")  # alphas 0.7 / 0.8
 @pytest.mark.parametrize("name", ["lenet5", "resnet20"])
 def test_masks_do_not_depend_on_memory_format(name):
     """The whole pass (scores, dead units, residual-dominance maps, backward pruning) on a channels-last copy."""
@@ -362,8 +362,8 @@ def test_masks_do_not_depend_on_memory_format(name):
 
 def test_pruned_models_keep_running_channels_last():
     """Experiments train channels-last; masks and prepare() must not push any conv back to the NCHW layout."""
-    from relief_nb.baselines import prune_baseline
-    from relief_nb.data import prepare, synthetic_dataset
+    from relief_nb.data.datasets import prepare, synthetic_dataset
+    from relief_nb.pruning.baselines import prune_baseline
 
     ds = synthetic_dataset("mnist", n_train=8, n_test=2)
     x = prepare(ds.train_x, ds, "cpu")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relief_nb.scores import ConvScoreAccumulator, LinearScoreAccumulator
+from relief_nb.core.scores import ConvScoreAccumulator, LinearScoreAccumulator
 
 
 def loop_linear(x, w, b):
@@ -163,7 +163,7 @@ def test_unknown_aggregation_is_refused():
 @pytest.mark.parametrize("form", ["direct", "patch", "pixel"])
 def test_chunk_boundaries_do_not_change_scores(monkeypatch, form):
     """Tiny chunk limits split every stage into many pieces; the scores must not move."""
-    import relief_nb.scores as scores
+    import relief_nb.core.scores as scores
 
     conv = nn.Conv2d(3, 5, 3, padding=1, bias=True).double()
     x = torch.randn(7, 3, 4, 3, dtype=torch.float64)

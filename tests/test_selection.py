@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relief_nb.selection import check_alpha, select
+from relief_nb.core.selection import check_alpha, select
 
 TABLE = [
     # scores (last = bias), alpha, code keeps (indices), paper keeps (indices)

@@ -1,4 +1,4 @@
-"""Sweeps on Dask (relief_nb.sweep): same metrics as in-process runs, fault tolerance, no rework, external
+"""Sweeps on Dask (relief_nb.sweeps.sweep): same metrics as in-process runs, fault tolerance, no rework, external
 schedulers, failures reported, the CLI. Smoke-size runs on the synthetic stand-in (a few seconds each)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from relief_nb.cli import main
-from relief_nb.experiment import Run, load_checkpoint
-from relief_nb.presets import experiment_config
-from relief_nb.sweep import aggregate, execute_run, expand_grid, load_grid, plot_sweep, run_done, run_sweep
+from relief_nb.experiments.presets import experiment_config
+from relief_nb.experiments.run import Run, load_checkpoint
+from relief_nb.sweeps.sweep import aggregate, execute_run, expand_grid, load_grid, plot_sweep, run_done, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = dict(experiment="lenet300-mnist", alpha_fc=[0.9, 0.95], seeds=[0, 1], methods=["relief", "magnitude_global"],
@@ -107,7 +107,7 @@ def test_aggregate_and_figure(first_sweep):
 
 
 def test_report_has_each_settings_iterations_crossings_and_wall_time(first_sweep):
-    from relief_nb.sweep import sweep_report
+    from relief_nb.sweeps.sweep import sweep_report
 
     df, _ = first_sweep
     report = sweep_report(df)
@@ -312,9 +312,9 @@ def test_default_seeds_and_methods_are_one_run():
 @pytest.mark.parametrize("grid_file", sorted((Path(__file__).resolve().parent.parent / "sweeps").glob("*.toml")),
                          ids=lambda p: p.name)
 def test_the_shipped_sweep_files_name_known_experiments_profiles_and_methods(grid_file):
-    from relief_nb.methods import list_methods
-    from relief_nb.presets import EXPERIMENTS, PROFILES
-    from relief_nb.sweep import load_grid
+    from relief_nb.experiments.presets import EXPERIMENTS, PROFILES
+    from relief_nb.pruning.methods import list_methods
+    from relief_nb.sweeps.sweep import load_grid
 
     grid = load_grid(grid_file)
     assert grid["experiment"] in EXPERIMENTS and grid.get("profile", "cpu") in PROFILES

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from relief_nb.cli import main
-from relief_nb.experiment import ExperimentConfig, Run, override
-from relief_nb.paths import runs_folder
-from relief_nb.session import Session
-from relief_nb.tables import METHOD_LABELS, gather_results, method_table, summary_table
-from relief_nb.training import TrainConfig
+from relief_nb.common.paths import runs_folder
+from relief_nb.experiments.run import ExperimentConfig, Run, override
+from relief_nb.experiments.training import TrainConfig
+from relief_nb.notebooks.session import Session
+from relief_nb.reporting.tables import METHOD_LABELS, gather_results, method_table, summary_table
 
 TINY = dict(synthetic=True, n_train=300, n_test=100, val_size=60, scoring_size=32, iterations=1,
             pretrain=TrainConfig(1, batch_size=60), retrain=TrainConfig(1, batch_size=60))
@@ -80,7 +80,7 @@ def test_two_processes_on_one_run_neither_crash_nor_corrupt_it(tmp_path):
 
 
 def test_published_crossings_finds_the_first_iteration_at_each_published_compression():
-    from relief_nb.tables import published_crossings
+    from relief_nb.reporting.tables import published_crossings
 
     # a fabricated aggregate (not a result): compression 1, 10, 30, 60 over iterations 0-3, two seeds
     agg = pd.DataFrame({"experiment": "lenet300-mnist", "method": "relief", "alpha_fc": 0.95,
@@ -98,7 +98,7 @@ def test_published_crossings_finds_the_first_iteration_at_each_published_compres
 
 
 def test_iteration_table_formats_mean_and_std_and_flags_missing_seeds():
-    from relief_nb.tables import iteration_table, markdown
+    from relief_nb.reporting.tables import iteration_table, markdown
 
     # a fabricated aggregate (not a result): two methods, the second with one seed at iteration 1
     agg = pd.DataFrame({"experiment": "x", "method": ["A", "A", "B", "B"], "alpha_fc": 0.95,
@@ -118,7 +118,7 @@ def test_iteration_table_formats_mean_and_std_and_flags_missing_seeds():
 
 
 def test_error_at_compression_interpolates_in_log_compression_within_each_methods_range():
-    from relief_nb.tables import error_at_compression
+    from relief_nb.reporting.tables import error_at_compression
 
     # a fabricated aggregate (not a result)
     agg = pd.DataFrame({"experiment": "x", "method": ["A"] * 3 + ["B"] * 2, "iteration": [0, 1, 2, 0, 1],

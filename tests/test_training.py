@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from relief_nb.data import Dataset
-from relief_nb.training import TrainConfig, make_optimizer, train_epoch
+from relief_nb.data.datasets import Dataset
+from relief_nb.experiments.training import TrainConfig, make_optimizer, train_epoch
 
 
 def subnormal_count(t: torch.Tensor) -> int:

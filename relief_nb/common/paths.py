@@ -29,7 +29,7 @@ __all__ = [
     "sweep_folder",
 ]
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"  # the notebooks' sources, shipped in the wheel
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "templates"  # the notebooks, shipped in the wheel
 DATA_ENV = "RELIEF_NB_DATA_DIR"
 RESULTS_ENV = "RELIEF_NB_RESULTS_DIR"
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .paths import inside
+from ..common.paths import inside
 
 __all__ = [
     "DATASETS",

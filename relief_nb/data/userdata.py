@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import MNIST_FILES, Dataset, _find_idx, load_idx_folder
+from .datasets import MNIST_FILES, Dataset, _find_idx, load_idx_folder
 
 __all__ = ["IMAGE_SUFFIXES", "as_dataset", "data_fingerprint", "hash_tensor", "load_image_folder"]
 

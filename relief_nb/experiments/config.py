@@ -13,22 +13,23 @@ setting added later with a default leaves existing runs where they are), stoppin
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .data import DATASETS
-from .methods import list_methods
-from .models import MODELS, family_of
-from .paths import safe_name
-from .relief import ReliefConfig
+from ..common.paths import safe_name
+from ..common.validation import expect
+from ..data.datasets import DATASETS
+from ..models.zoo import MODELS, family_of
+from ..pruning.methods import list_methods
+from ..pruning.relief import ReliefConfig
 from .training import TrainConfig
-from .validation import expect
 
 __all__ = ["EXECUTION_SETTINGS", "SETTINGS", "STOPPING_RULES", "DataConfig", "ExperimentConfig", "MethodConfig",
-           "ScheduleConfig", "override"]
+           "ScheduleConfig", "override", "parse_assignments"]
 
 # stopping rules: a run that goes further extends the same folder, so they are not part of a run's identity
 STOPPING_RULES = ("iterations", "target_compression")
@@ -318,3 +319,17 @@ def _is_path(key: str) -> bool:
 def _slug(text: str) -> str:
     """A name usable in a folder name (a factory ``pkg.mod:fn`` becomes ``pkg.mod-fn``)."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "custom"
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """``["alpha_fc=0.9", "tolerance=None"]`` -> dict, values read as Python literals where they parse."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"-p expects NAME=VALUE, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = raw
+    return out

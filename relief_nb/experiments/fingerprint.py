@@ -25,10 +25,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import DATASETS
-from .metrics import layer_table
-from .models import create_model
-from .relief import ReliefConfig, relief_prune
+from ..data.datasets import DATASETS
+from ..models.zoo import create_model
+from ..pruning.metrics import layer_table
+from ..pruning.relief import ReliefConfig, relief_prune
 
 __all__ = ["method_fingerprint", "probe_network"]
 

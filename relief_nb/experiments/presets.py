@@ -17,7 +17,9 @@ from typing import Any
 from .config import ExperimentConfig, override
 from .training import TrainConfig
 
-__all__ = ["EXPERIMENTS", "PROFILES", "experiment_config", "list_experiments"]
+__all__ = ["EXPERIMENTS", "FAST_ENV", "PROFILES", "experiment_config", "list_experiments"]
+
+FAST_ENV = "RELIEF_NB_FAST"  # set (not "0"): notebooks and the sweep notebook run the smoke profile (nbval's fast path)
 
 
 def _adam(epochs: int, *milestones: int) -> TrainConfig:

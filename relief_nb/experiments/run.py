@@ -36,17 +36,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .compact import CompactModel
+from ..common.paths import inside
+from ..core.masks import load_pruned_state_dict
+from ..data.datasets import DATASETS, Dataset, load_dataset, prepare, synthetic_dataset
+from ..data.userdata import as_dataset, data_fingerprint, hash_tensor
+from ..graph.compact import CompactModel
+from ..graph.structure import PruningGraph, trace_model
+from ..models.zoo import MODELS, create_model
+from ..pruning.methods import Budget, ReliefMethod, get_method
+from ..pruning.metrics import layer_table, summary
 from .config import ExperimentConfig, override
-from .data import DATASETS, Dataset, load_dataset, prepare, synthetic_dataset
-from .masks import load_pruned_state_dict
-from .methods import Budget, ReliefMethod, get_method
-from .metrics import layer_table, summary
-from .models import MODELS, create_model
-from .paths import inside
-from .structure import PruningGraph, trace_model
 from .training import TrainConfig, evaluate, make_optimizer, train_epoch
-from .userdata import as_dataset, data_fingerprint, hash_tensor
 
 __all__ = ["CheckpointError", "ExperimentConfig", "Run", "RunState", "migrate_runs", "override", "run_experiment"]
 
@@ -206,7 +206,7 @@ def _files_signature(folder: Path) -> tuple:
 def _git_commit() -> str | None:
     """The commit of the relief_nb checkout this process runs (read once: the code it imported; None when
     installed from a wheel)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout holding relief_nb/
     if not (root / ".git").exists():
         return None
     try:
@@ -702,7 +702,7 @@ class Run:
         self._write_provenance(stopped_early=state.stopped_early)
 
     def _write_provenance(self, **extra: Any) -> None:
-        from . import __version__
+        from ..common.version import __version__
 
         path = self.folder / "run.json"
         info = json.loads(path.read_text()) if path.exists() else {}

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .data import Dataset, batches, prepare
-from .modes import eval_mode
-from .validation import expect
+from ..common.validation import expect
+from ..core.modes import eval_mode
+from ..data.datasets import Dataset, batches, prepare
 
 __all__ = ["TrainConfig", "evaluate", "flush_subnormals", "flush_to_zero", "make_optimizer", "train_epoch"]
 

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.masks import raw_weight, refresh_weights
+from ..core.modes import eval_mode
 from .export import NORM_TENSORS, ExportError, _check_against, _set_submodule, plan_slices, slice_module, take
-from .masks import raw_weight, refresh_weights
-from .modes import eval_mode
 from .structure import PruningGraph
 
 __all__ = ["CompactModel"]

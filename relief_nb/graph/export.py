@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .graph import ModelGraph, alive_units
-from .masks import effective, is_pruned, make_permanent, refresh_weights
-from .models import OptionAShortcut
-from .modes import eval_mode
+from ..core.masks import effective, is_pruned, make_permanent, refresh_weights
+from ..core.modes import eval_mode
+from ..models.zoo import OptionAShortcut
 from .structure import PruningGraph, trace_model
+from .trace import ModelGraph, alive_units
 
 __all__ = ["ExportError", "SlicePlan", "SparseLinear", "export_pruned", "plan_slices", "saved_size_bytes"]
 

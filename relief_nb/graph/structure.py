@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from .graph import GraphLayer, ModelGraph, UnsupportedModuleError, trace_graph
+from .trace import GraphLayer, ModelGraph, UnsupportedModuleError, trace_graph
 
 __all__ = ["LayerNode", "PruningGraph", "UnsupportedModuleError", "trace_model"]
 

@@ -41,9 +41,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .masks import current_mask
-from .models import OptionAShortcut
-from .modes import eval_mode
+from ..core.masks import current_mask
+from ..core.modes import eval_mode
+from ..models.zoo import OptionAShortcut
 
 __all__ = ["Gate", "GraphLayer", "Merge", "ModelGraph", "UnsupportedModuleError", "alive_units", "layer_reads",
            "trace_graph"]

@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import paths
-from .data import DATASETS, fetch_command
-from .presets import EXPERIMENTS, PROFILES
-from .session import NOTEBOOKS, PROGRESS_ENV, TABLES, check_parameters, parse_assignments
+from ..common import paths
+from ..data.datasets import DATASETS, fetch_command
+from ..experiments.presets import EXPERIMENTS, PROFILES
+from ..experiments.config import parse_assignments
+from .session import NOTEBOOKS, PROGRESS_ENV, TABLES, check_parameters
 
 __all__ = ["add_notebook_commands", "clean_notebook", "execute_notebook"]
 

@@ -12,7 +12,6 @@ whose saved outputs are real results still check in minutes.
 
 from __future__ import annotations
 
-import ast
 import os
 import sys
 import warnings
@@ -23,18 +22,18 @@ from typing import Any
 
 import pandas as pd
 
-from . import paths
-from .data import DATASETS, Dataset, fetch_command, prepare
-from .experiment import ExperimentConfig, Run, _resolve_device, override
-from .presets import EXPERIMENTS, PROFILES, experiment_config
-from .tables import METHOD_LABELS, final_row, method_table
+from ..common import paths
+from ..data.datasets import DATASETS, Dataset, fetch_command, prepare
+from ..experiments.run import ExperimentConfig, Run, _resolve_device, override
+from ..experiments.config import parse_assignments
+from ..experiments.presets import EXPERIMENTS, FAST_ENV, PROFILES, experiment_config
+from ..reporting.marks import SMOKE_MARK
+from ..reporting.tables import METHOD_LABELS, final_row, method_table
 
-__all__ = ["FAST_ENV", "NOTEBOOKS", "PROGRESS_ENV", "Session", "check_parameters", "parse_assignments", "start"]
+__all__ = ["NOTEBOOKS", "PROGRESS_ENV", "Session", "check_parameters", "start"]
 
-FAST_ENV = "RELIEF_NB_FAST"
 PROGRESS_ENV = "RELIEF_NB_PROGRESS"  # "text": plain progress lines (set by `relief-nb notebook`), else bars
 
-SMOKE_MARK = "SMOKE run: not a result"
 _RUN_PARAMETERS = ("profile", "seed", "device", "data_dir", "results_dir", "alpha_conv", "alpha_fc", "iterations",
                    "pretrain_epochs", "retrain_epochs", "progress")
 
@@ -110,20 +109,6 @@ PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "baselines": ((bool, list, tuple), "True, False, or a list of this notebook's experiments to run the "
                   "magnitude and random baselines for"),
 }
-
-
-def parse_assignments(pairs: list[str]) -> dict[str, Any]:
-    """``["alpha_fc=0.9", "tolerance=None"]`` -> dict, values read as Python literals where they parse."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"-p expects NAME=VALUE, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        try:
-            out[key.strip()] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key.strip()] = raw
-    return out
 
 
 def _valid_list(spec: NotebookSpec) -> str:
@@ -211,7 +196,7 @@ class Session:
 
     def mark(self, experiment: str | None = None) -> str | None:
         """The stamp for figures and tables: SYNTHETIC for stand-in data, SMOKE for the smoke profile."""
-        from .plots import SYNTHETIC_MARK
+        from ..reporting.marks import SYNTHETIC_MARK
 
         experiments = [experiment] if experiment else list(self.spec.experiments)
         if any(self.synthetic.get(e, False) for e in experiments):
@@ -232,7 +217,7 @@ class Session:
 
     def describe(self) -> None:
         """A heading naming the notebook, its data and the profile whose outputs the reader sees."""
-        from .plots import display_name
+        from ..reporting.plots import display_name
 
         stand_in = "a SYNTHETIC stand-in of "
         experiments = ", ".join(f"{display_name(EXPERIMENTS[e].model)} on "
@@ -287,7 +272,7 @@ class Session:
     def run_baselines(self, runs: dict[str, Run]) -> dict[str, dict[str, Run]]:
         """Per experiment: its NNrelief run and, if the ``baselines`` parameter is on, each baseline pruned to
         NNrelief's sparsity at every iteration with the same retraining budget."""
-        from .baselines import BASELINES
+        from ..pruning.baselines import BASELINES
 
         out: dict[str, dict[str, Run]] = {}
         wanted = self.params.get("baselines", False)
@@ -318,7 +303,7 @@ class Session:
     def fingerprint(self):
         """The method's fingerprint (see :mod:`relief_nb.fingerprint`): what each experiment's paper settings keep
         of a fixed probe network, identical on every CPU; the notebooks' regression check."""
-        from .fingerprint import method_fingerprint
+        from ..experiments.fingerprint import method_fingerprint
 
         return pd.concat([method_fingerprint(e) for e in self.spec.experiments], ignore_index=True)
 
@@ -330,7 +315,7 @@ class Session:
 
     def iteration_tables(self, runs: dict[str, Run]) -> None:
         """Per run: accuracy, error and size at every iteration, captioned with the network."""
-        from .plots import display_name
+        from ..reporting.plots import display_name
 
         for name, run in runs.items():
             m = run.metrics()
@@ -351,7 +336,7 @@ class Session:
         """Save ``fig`` as ``figures/<name>.png`` and return it, so the cell shows it once."""
         import matplotlib.pyplot as plt
 
-        from .plots import save_figure
+        from ..reporting.plots import save_figure
 
         save_figure(fig, self.figures, name)
         plt.close(fig)  # the returned figure is drawn by the cell's result; an open one would be drawn twice
@@ -360,7 +345,7 @@ class Session:
     def plot_runs(self, runs: dict[str, Run]) -> None:
         """Per run: test error against remaining parameters (published points for the LeNets) and the
         per-layer sparsity over iterations."""
-        from . import plots
+        from ..reporting import plots
 
         for name, run in runs.items():
             fig = plots.plot_accuracy_vs_parameters({"NNrelief": run.metrics()}, network=run.config.model,
@@ -370,7 +355,7 @@ class Session:
 
     def plot_scores(self, runs: dict[str, Run]) -> None:
         """Per run: the distribution of importance scores of the final pruned model."""
-        from . import plots
+        from ..reporting import plots
 
         for name, run in runs.items():
             scores = plots.layer_scores(run.load_model().to(self.device), self.scoring_batch(name))
@@ -378,7 +363,7 @@ class Session:
 
     def plot_methods(self, by_method: dict[str, dict[str, Run]]) -> None:
         """One figure per experiment whose baselines were run: every method's error at equal sparsity."""
-        from .plots import plot_accuracy_vs_parameters
+        from ..reporting.plots import plot_accuracy_vs_parameters
 
         for name, methods in by_method.items():
             if len(methods) > 1:
@@ -389,14 +374,14 @@ class Session:
     # ---------------------------------------------------------------- summary
     def gather(self) -> pd.DataFrame:
         """Every run of this profile (notebooks and ``relief-nb run`` alike), one row each."""
-        from .experiment import migrate_runs
-        from .tables import gather_results
+        from ..experiments.run import migrate_runs
+        from ..reporting.tables import gather_results
 
         migrate_runs(self.runs_dir, self.data_dir)  # folders of an older layout join the table
         return gather_results(self.runs_dir)
 
     def summary(self, results: pd.DataFrame):
-        from .tables import summary_table
+        from ..reporting.tables import summary_table
 
         if not len(results):
             return f"no finished runs under {self.runs_dir} yet"
@@ -408,8 +393,8 @@ class Session:
         return df.style.set_caption(caption).format(precision=2).hide(axis="index")
 
     def plot_summary(self, results: pd.DataFrame) -> None:
-        from .plots import plot_summary
-        from .tables import summary_rows
+        from ..reporting.plots import plot_summary
+        from ..reporting.tables import summary_rows
 
         if len(results):
             mark = SMOKE_MARK if self.profile == "smoke" else None

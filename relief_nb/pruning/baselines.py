@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import torch
 
+from ..graph.structure import PruningGraph
 from .methods import Budget, get_method
-from .structure import PruningGraph
 
 __all__ = ["BASELINES", "METHODS", "prune_baseline", "prune_to_counts"]
 

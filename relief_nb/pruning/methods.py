@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .masks import current_mask, raw_weight, shrink_mask
-from .modes import eval_mode
+from ..core.masks import current_mask, raw_weight, shrink_mask
+from ..core.modes import eval_mode
+from ..graph.structure import PruningGraph
 from .relief import ReliefConfig, all_finite, relief_prune
-from .structure import PruningGraph
 
 __all__ = [
     "METHODS",

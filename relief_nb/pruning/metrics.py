@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .graph import alive_units
-from .masks import current_mask, kept_count
-from .modes import eval_mode
-from .structure import LayerNode, PruningGraph
+from ..core.masks import current_mask, kept_count
+from ..core.modes import eval_mode
+from ..graph.structure import LayerNode, PruningGraph
+from ..graph.trace import alive_units
 
 __all__ = ["count_parameters", "dense_flops_torch", "layer_table", "summary"]
 

@@ -45,10 +45,18 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .graph import Gate, Merge, alive_units
-from .masks import current_mask, effective, is_pruned, kept_count, mask_snapshot, raw_weight, restore_masks, shrink_mask
-from .modes import eval_mode
-from .scores import (
+from ..core.masks import (
+    current_mask,
+    effective,
+    is_pruned,
+    kept_count,
+    mask_snapshot,
+    raw_weight,
+    restore_masks,
+    shrink_mask,
+)
+from ..core.modes import eval_mode
+from ..core.scores import (
     CONV_AGGREGATIONS,
     ConvAggregation,
     ConvScoreAccumulator,
@@ -56,8 +64,9 @@ from .scores import (
     LinearScoreAccumulator,
     batch_abs_stats,
 )
-from .selection import SELECTION_RULES, SelectionRule, check_alpha, select
-from .structure import LayerNode, PruningGraph, trace_model
+from ..core.selection import SELECTION_RULES, SelectionRule, check_alpha, select
+from ..graph.structure import LayerNode, PruningGraph, trace_model
+from ..graph.trace import Gate, Merge, alive_units
 
 __all__ = ["ReliefConfig", "ReliefWarning", "alive_units", "all_finite", "effective", "relief_prune", "score_layers"]
 

@@ -24,14 +24,16 @@ from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
 from torch import nn
 
-from .masks import current_mask
-from .paths import safe_name
+from ..common.paths import safe_name
+from ..core.masks import current_mask
+from ..core.selection import select
+from ..graph.structure import PruningGraph
+from ..pruning.relief import ReliefConfig, score_layers
+from .marks import SMOKE_MARK, SYNTHETIC_MARK
 from .published import published_table
-from .relief import ReliefConfig, score_layers
-from .selection import select
-from .structure import PruningGraph
 
 __all__ = [
+    "SMOKE_MARK",
     "SYNTHETIC_MARK",
     "display_name",
     "layer_scores",
@@ -46,7 +48,6 @@ __all__ = [
 
 sns.set_theme(style="whitegrid", context="notebook")
 
-SYNTHETIC_MARK = "SYNTHETIC stand-in: not a result"
 
 _NETWORKS = {"lenet300-100": "LeNet-300-100", "lenet300": "LeNet-300-100", "lenet5": "LeNet-5",
              "vgg-like": "VGG-like", "vgglike": "VGG-like", "vgg19-64": "VGG-19 (64x64)",

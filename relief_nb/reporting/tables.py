@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .experiment import ExperimentConfig, Run
-from .presets import EXPERIMENTS
+from ..experiments.presets import EXPERIMENTS
+from ..experiments.run import ExperimentConfig, Run
 from .published import published_table
 
 if TYPE_CHECKING:
-    from .selection import SelectionRule
+    from ..core.selection import SelectionRule
 
 __all__ = ["METHOD_LABELS", "alpha_sweep", "equal_compression_table", "error_at_compression", "final_row",
            "gather_results", "iteration_table", "markdown", "mean_std", "method_table", "published_crossings",
@@ -100,7 +100,7 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def alpha_sweep(scores, alphas=(0.5, 0.8, 0.9, 0.95, 0.99, 1.0), rule: SelectionRule = "paper") -> pd.DataFrame:
     """For one layer's scores (units x connections): connections kept and mass kept, per alpha."""
-    from .selection import select
+    from ..core.selection import select
 
     rows = []
     for alpha in alphas:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from .experiment import Run
+from ..experiments.run import Run
 
 __all__ = ["add_compare_command", "aggregate_experiments", "compare_report"]
 
@@ -62,8 +62,8 @@ def compare_report(experiments: Mapping[str, str | os.PathLike], iterations: Seq
                    compressions: Sequence[float] | None = None) -> str:
     """Markdown: each experiment's compression and test error (mean ± std over seeds) at ``iterations`` (default:
     all), then their error at equal ``compressions`` (default: the sweep report's, where any reaches them)."""
+    from ..reporting.tables import equal_compression_table, iteration_table, markdown
     from .sweep import COMPARE_AT
-    from .tables import equal_compression_table, iteration_table, markdown
 
     agg = aggregate_experiments(experiments)
     table = iteration_table(agg)

@@ -63,10 +63,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import paths
-from .experiment import ExperimentConfig, Run, override
-from .session import SMOKE_MARK
-from .tables import METHOD_LABELS
+from ..common import paths
+from ..experiments.run import ExperimentConfig, Run, override
+from ..reporting.marks import SMOKE_MARK
+from ..reporting.tables import METHOD_LABELS
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
@@ -125,7 +125,7 @@ def _param_axis(key: str, value: Any) -> list[Any]:
 
 
 def _data_present(dataset: str, data_dir: Path) -> bool:
-    from .data import DATASETS
+    from ..data.datasets import DATASETS
 
     return (data_dir / DATASETS[dataset].folder).exists()
 
@@ -140,8 +140,8 @@ def expand_grid(experiment: str | Sequence[str], alpha_conv: float | Sequence[fl
     and its error, reported like a failed run. With the ``smoke`` profile and the data set absent from
     ``data_dir``, runs use the synthetic stand-in (as notebooks do) and say so.
     """
-    from .methods import list_methods
-    from .presets import EXPERIMENTS, PROFILES, experiment_config
+    from ..experiments.presets import EXPERIMENTS, PROFILES, experiment_config
+    from ..pruning.methods import list_methods
 
     unknown_names = [e for e in _as_list(experiment) if e not in EXPERIMENTS]
     if unknown_names or profile not in PROFILES:
@@ -413,7 +413,7 @@ def _progress_bar(total: int, enabled: bool):
 
 
 def _mark(df: pd.DataFrame, profile: str) -> str | None:
-    from .plots import SYNTHETIC_MARK
+    from ..reporting.marks import SYNTHETIC_MARK
 
     if df.synthetic.astype(bool).any():
         return SYNTHETIC_MARK
@@ -458,7 +458,15 @@ def plot_sweep(agg: pd.DataFrame, experiment: str | None = None, mark: str | Non
     import numpy as np
     from matplotlib import ticker
 
-    from .plots import _finish, _fmt_pct, _fmt_times, _log_ticks, _method_style, _published_points, display_name
+    from ..reporting.plots import (
+        _finish,
+        _fmt_pct,
+        _fmt_times,
+        _log_ticks,
+        _method_style,
+        _published_points,
+        display_name,
+    )
 
     experiment = experiment or str(agg.experiment.iloc[0])
     sub = agg[agg.experiment == experiment]
@@ -531,8 +539,8 @@ def sweep_report(df: pd.DataFrame) -> str:
     """Markdown of a sweep's table: per experiment and setting, each method's compression and test error (mean ±
     std over seeds) at every iteration, where NNrelief's mean compression first reaches each published point
     of the network, and the wall time of the runs. What ``report.md`` of a saved sweep holds."""
-    from .published import published_table
-    from .tables import equal_compression_table, iteration_table, markdown, mean_std, published_crossings
+    from ..reporting.published import published_table
+    from ..reporting.tables import equal_compression_table, iteration_table, markdown, mean_std, published_crossings
 
     agg = aggregate(df)
     timed = "wall_time_s" in df and bool(df.wall_time_s.notna().any())  # older sweep.csv files have no wall time
@@ -583,7 +591,7 @@ def save_sweep(df: pd.DataFrame, folder: str | os.PathLike, mark: str | None = N
     figure per experiment) into ``folder``."""
     import matplotlib.pyplot as plt
 
-    from .plots import save_figure
+    from ..reporting.plots import save_figure
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -602,7 +610,7 @@ def save_sweep(df: pd.DataFrame, folder: str | os.PathLike, mark: str | None = N
 def from_notebook(namespace: dict[str, Any], before: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What the sweep notebook calls: its ``parameters`` cell (names defined since ``before``) -> the saved
     sweep's table and aggregate. ``RELIEF_NB_FAST=1`` runs the smoke profile, as every notebook's fast path."""
-    from .session import FAST_ENV
+    from ..experiments.presets import FAST_ENV
 
     params = {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")}
     allowed = {"experiment", "alpha_conv", "alpha_fc", "seeds", "methods", "profile", "params", "scheduler",
@@ -621,7 +629,7 @@ def from_notebook(namespace: dict[str, Any], before: set[str]) -> tuple[pd.DataF
 
 # ---------------------------------------------------------------------------------------------- command line
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .session import parse_assignments
+    from ..experiments.config import parse_assignments
 
     grid: dict[str, Any] = load_grid(args.grid) if args.grid else {}
     cli = {"experiment": args.experiment, "alpha_conv": args.alpha_conv, "alpha_fc": args.alpha_fc,
