@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from relief_nb.experiments.config import ExperimentConfig
 from relief_nb.experiments.presets import experiment_config
-from relief_nb.experiments.run import ExperimentConfig, Run
+from relief_nb.experiments.run import Run
 from relief_nb.models.zoo import create_model, input_shape_of
 from relief_nb.pruning.relief import relief_prune
 from relief_nb.reporting.tables import markdown

@@ -8,7 +8,7 @@ import sys
 from .common import paths
 from .experiments.config import parse_assignments
 from .notebooks.batch import add_notebook_commands
-from .notebooks.session import NOTEBOOKS
+from .notebooks.specs import NOTEBOOKS
 from .sweeps.compare import add_compare_command
 from .sweeps.sweep import add_sweep_command
 
@@ -71,7 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from .experiments.run import migrate_runs
+    from .experiments.migration import migrate_runs
 
     for profile in ("cpu", "smoke"):
         runs = paths.runs_folder(args.results_dir, profile)
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 a usage error (bad name or value), 1 a failure (data, files, checkpoint), 130 Ctrl-C."""
-    from .experiments.run import CheckpointError
+    from .experiments.checkpoints import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:

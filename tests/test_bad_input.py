@@ -59,7 +59,7 @@ def test_cuda_on_a_cpu_only_machine_is_refused(tmp_path, capsys):
 
 def test_labels_out_of_range_are_refused(tmp_path, capsys, monkeypatch):
     spec = DATASETS["mnist"]
-    import relief_nb.experiments.run as experiment
+    import relief_nb.experiments.inputs as experiment  # where a run builds its data
 
     def corrupt(name, seed=0, **kw):
         ds = experiment.synthetic_dataset.__wrapped__(name, seed=seed) if hasattr(

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from relief_nb.core.masks import current_mask
-from relief_nb.experiments.run import ExperimentConfig, Run
+from relief_nb.experiments.config import ExperimentConfig
+from relief_nb.experiments.run import Run
 from relief_nb.experiments.training import TrainConfig
 from relief_nb.graph.structure import trace_model
 from relief_nb.models.zoo import create_model, input_shape_of

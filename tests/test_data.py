@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from relief_nb.data import datasets as data
+from relief_nb.data import fetching
 from relief_nb.data.datasets import (
     ChecksumError,
     DataNotFoundError,
@@ -185,8 +186,8 @@ def test_fetch_mnist_from_urls_verifies_both_checksums(server, tmp_path, monkeyp
         files[f"/mnist/{stem}.gz"] = gz
         gz_md5[stem] = hashlib.md5(gz).hexdigest()
         raw_md5[stem] = hashlib.md5(gzip.decompress(gz)).hexdigest()
-    monkeypatch.setattr(data, "MNIST_FILES", raw_md5)
-    monkeypatch.setattr(data, "MNIST_GZ_MD5", gz_md5)
+    monkeypatch.setattr(fetching, "MNIST_FILES", raw_md5)
+    monkeypatch.setattr(fetching, "MNIST_GZ_MD5", gz_md5)
     folder = data.fetch_mnist(tmp_path / "data", source="url", base_url=f"{base}/mnist/")
     assert load_dataset("mnist", tmp_path / "data").train_x.shape == (12, 1, 28, 28)
     assert sorted(p.name for p in folder.iterdir()) == sorted(raw_md5)

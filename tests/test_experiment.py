@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from relief_nb.experiments import run as experiment_module
+from relief_nb.experiments.checkpoints import CheckpointError
+from relief_nb.experiments.config import ExperimentConfig, override
 from relief_nb.experiments.presets import experiment_config
-from relief_nb.experiments.run import CheckpointError, ExperimentConfig, Run, override
+from relief_nb.experiments.run import Run
 from relief_nb.experiments.training import TrainConfig
 
 SMALL = dict(synthetic=True, n_train=600, n_test=200, val_size=100, scoring_size=64,
@@ -172,7 +174,7 @@ def test_milestones_of_older_checkpoints_are_repaired():
     layer per resumption; a resumed run must decay its learning rate where the schedule says."""
     from collections import Counter
 
-    from relief_nb.experiments.run import _repaired_milestones
+    from relief_nb.experiments.checkpoints import _repaired_milestones
 
     assert _repaired_milestones(Counter({((30, 1), 1): 1, ((45, 1), 1): 1})) == Counter({30: 1, 45: 1})
     assert _repaired_milestones(Counter({30: 1})) == Counter({30: 1})

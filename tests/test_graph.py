@@ -261,7 +261,7 @@ def test_ignored_layers_count_dense_in_parameters():
 @pytest.mark.parametrize("aggregation", ["sample_l2", "mean_l2", "mean_l1"])
 def test_depthwise_scores_equal_the_dense_equivalent(aggregation):
     from relief_nb.core.scores import ConvScoreAccumulator, DepthwiseScoreAccumulator
-    from relief_nb.pruning.relief import _dense_weight
+    from relief_nb.pruning.statistics import _dense_weight
 
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4)  # channel multiplier 2

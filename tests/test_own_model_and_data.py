@@ -13,7 +13,8 @@ from torch import nn
 from relief_nb.cli import main
 from relief_nb.data.datasets import Dataset
 from relief_nb.data.userdata import as_dataset, data_fingerprint, load_image_folder
-from relief_nb.experiments.run import ExperimentConfig, Run, override
+from relief_nb.experiments.config import ExperimentConfig, override
+from relief_nb.experiments.run import Run
 from relief_nb.experiments.training import TrainConfig
 
 STAGE = TrainConfig(2, "adam", 1e-2, milestones=(1,), batch_size=25)
@@ -270,7 +271,7 @@ def _to_01_layout(run, runs_dir, reference_legacy=None):
 
 
 def test_migrate_runs_moves_0_1_folders_and_baselines_follow_their_reference(tmp_path, capsys):
-    from relief_nb.experiments.run import migrate_runs
+    from relief_nb.experiments.migration import migrate_runs
     from relief_nb.reporting.tables import gather_results
 
     cfg = ExperimentConfig.of(synthetic=True, n_train=300, n_test=100, val_size=50, scoring_size=64, iterations=1,

@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 
 from relief_nb.cli import main
+from relief_nb.experiments.checkpoints import load_checkpoint
 from relief_nb.experiments.presets import experiment_config
-from relief_nb.experiments.run import Run, load_checkpoint
+from relief_nb.experiments.run import Run
 from relief_nb.sweeps.sweep import aggregate, execute_run, expand_grid, load_grid, plot_sweep, run_done, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent

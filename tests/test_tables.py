@@ -8,7 +8,8 @@ import pytest
 
 from relief_nb.cli import main
 from relief_nb.common.paths import runs_folder
-from relief_nb.experiments.run import ExperimentConfig, Run, override
+from relief_nb.experiments.config import ExperimentConfig, override
+from relief_nb.experiments.run import Run
 from relief_nb.experiments.training import TrainConfig
 from relief_nb.notebooks.session import Session
 from relief_nb.reporting.tables import METHOD_LABELS, gather_results, method_table, summary_table

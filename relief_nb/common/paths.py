@@ -3,7 +3,7 @@
 Layout under a results folder (``results/`` beside ``data/`` by default)::
 
     results/                      real runs (profiles ``cpu`` and ``paper``)
-        runs/<run name>/          one experiment (see relief_nb.experiment), shared by every notebook and
+        runs/<run name>/          one experiment (see relief_nb.experiments.run), shared by every notebook and
                                   ``relief-nb run``: a run named by its hyperparameters is never run twice
         <notebook>/               an executed notebook, its tables (csv/json) and figures/
     results/smoke/                the same for the ``smoke`` profile, kept apart from real results

@@ -1,5 +1,5 @@
 """Compiled kernels (``csrc/patch_gram.c``) for the scoring pass: per-sample Gram matrices of conv patches of
-``|x|`` (the patch form of relief_nb.scores), and batch sums and maxima of ``|x|`` (Linear inputs, residual maps).
+``|x|`` (the patch form of relief_nb.core.scores), and batch sums and maxima of ``|x|`` (Linear inputs, residual maps).
 
 Written by hand because the pure-torch patch form spends most of a pruning pass copying patches and in tiny
 batched matrix products (9 x 1024 x 9 per sample and channel on ResNet-20). The kernel never builds the patches:

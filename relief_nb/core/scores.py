@@ -24,7 +24,7 @@ in both the kernel and the input, so its squared norm is also a quadratic form, 
 
 In pure torch the direct form wins when a filter bank is small next to the kernel's Gram matrix (LeNet-5's 5x5
 kernels), the patch form on 3x3 kernels. For float32 on the CPU the patch form's Gram matrices come from a compiled
-kernel (:mod:`relief_nb.native`): entry ``(a, b)`` of ``G_nc`` sums ``|x[u]| |x[u + lag]|`` over the pixels that
+kernel (:mod:`relief_nb.core.native`): entry ``(a, b)`` of ``G_nc`` sums ``|x[u]| |x[u + lag]|`` over the pixels that
 kernel offset ``a`` visits, with ``lag = b - a``, so each of the kernel's 13 (3x3) or 41 (5x5) lags is formed once
 per pixel instead of once per pair of offsets and position; the patches are never built. The cost model then picks
 the patch form for every paper layer except VGG's 2x2 maps (pixel form).
@@ -164,7 +164,7 @@ class ConvScoreAccumulator:
 
     def chosen_form(self, hw: tuple[int, int] | torch.Size, compiled: bool = False) -> str:
         """``"direct"``, ``"patch"`` or ``"pixel"``: the cheapest exact form for inputs of size ``hw`` (or the
-        forced one); ``compiled``: the compiled patch-Gram kernel applies (relief_nb.native)."""
+        forced one); ``compiled``: the compiled patch-Gram kernel applies (relief_nb.core.native)."""
         if self.form != "auto":
             return self.form
         m = self.layer

@@ -2,10 +2,11 @@
 notebooks and sweeps.
 
 ``ExperimentConfig`` holds the model, the data (:class:`DataConfig`), the pruning method with its own settings
-(:class:`MethodConfig`, whose ``relief`` is a :class:`~relief_nb.relief.ReliefConfig`), the schedule with its two
-training stages (:class:`ScheduleConfig`, :class:`~relief_nb.training.TrainConfig`) and the seed. Every leaf has a
-flat name (:data:`SETTINGS`: ``alpha_fc`` is ``method.relief.alpha_fc``, ``pretrain_epochs`` is
-``schedule.pretrain.epochs``), which is what ``-p alpha_fc=0.9``, a sweep's ``params`` and :func:`override` take.
+(:class:`MethodConfig`, whose ``relief`` is a :class:`~relief_nb.pruning.relief.ReliefConfig`), the schedule
+with its two training stages (:class:`ScheduleConfig`, :class:`~relief_nb.experiments.training.TrainConfig`) and
+the seed. Every leaf has a flat name (:data:`SETTINGS`: ``alpha_fc`` is ``method.relief.alpha_fc``,
+``pretrain_epochs`` is ``schedule.pretrain.epochs``), which is what ``-p alpha_fc=0.9``, a sweep's ``params``
+and :func:`override` take.
 
 A run's identity is its :meth:`ExperimentConfig.identity`: the flat settings that differ from the defaults (so a
 setting added later with a default leaves existing runs where they are), stopping rules excluded.
@@ -63,7 +64,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """The pruning method (a name of :mod:`relief_nb.methods`) and its settings. A baseline is pruned, at every
+    """The pruning method (a name of :mod:`relief_nb.pruning.methods`) and its settings. A baseline is pruned, at every
     iteration, to the per-layer budget of its ``reference``: the NNrelief experiment's folder name, beside its own
     (a name, not a path, so the same baseline is one run from anywhere), whose run of the same seed it follows; its
     ``relief`` settings name the reference."""
@@ -103,7 +104,7 @@ class ScheduleConfig:
     tolerance: float | None = None  # stop once val accuracy < baseline - tolerance (fraction, e.g. 0.005)
     target_compression: float | None = None  # stop at the first iteration whose compression reaches this
     alpha_increment: float = 0.0  # beyond the paper: iteration k prunes at min(alpha + (k - 1) * increment, 1)
-    compact: bool = True  # retrain a copy with removed units sliced away (relief_nb.compact); same results
+    compact: bool = True  # retrain a copy with removed units sliced away (relief_nb.graph.compact); same results
 
     def __post_init__(self) -> None:
         expect("iterations", self.iterations, (int,), lambda v: v >= 0, "an integer >= 0", "20")

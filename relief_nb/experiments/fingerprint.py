@@ -68,8 +68,8 @@ def method_fingerprint(experiment: str, passes: int = 2, batch_size: int = 16, s
                        **changes: object) -> pd.DataFrame:
     """Weights kept per layer after each of ``passes`` NNrelief passes on the probe network of ``experiment``.
 
-    The experiment's pruning settings are its paper settings (``relief_nb.presets.EXPERIMENTS``), so the table
-    does not depend on the profile a notebook runs in; ``changes`` override ReliefConfig fields (``alpha_fc=0.9``,
+    The experiment's pruning settings are its paper settings (``relief_nb.experiments.presets.EXPERIMENTS``), so the
+    table does not depend on the profile a notebook runs in; ``changes`` override ReliefConfig fields (``alpha_fc=0.9``,
     ``selection="code"``) to see what a change of the method does to it. Columns: ``layer``, ``weights``
     (in the dense layer), then ``pass 1``, ``pass 2``, ... (weights remaining after that pass).
     """

@@ -3,7 +3,7 @@
 Every NNrelief step removes whole units (a unit that loses all its incoming connections, or that nothing reads),
 yet the masked model still computes them: a LeNet-5 at 108x keeps 8 of 20 conv1 filters and 110 of 500 fc1
 neurons. :class:`CompactModel` slices the removed units away with the exporter's plan
-(:func:`relief_nb.export.plan_slices`), but unlike the export it keeps everything training needs: the prune masks
+(:func:`relief_nb.graph.export.plan_slices`), but unlike the export it keeps everything training needs: the prune masks
 inside the kept units (so pruned connections stay at zero), BatchNorm as BatchNorm (not folded), and the
 parameter names of the full model. Training it is the same computation as training the masked model:
 
@@ -41,7 +41,7 @@ Index = tuple[torch.Tensor, torch.Tensor | None]
 class CompactModel:
     """A smaller trainable copy of ``full`` (a pruned model) and the way back (see the module docstring).
 
-    Raises :class:`~relief_nb.export.ExportError` if the copy's outputs differ from the masked model's on a probe
+    Raises :class:`~relief_nb.graph.export.ExportError` if the copy's outputs differ from the masked model's on a probe
     batch (a forward that hard-codes a channel count, say): the caller then trains the masked model instead.
     """
 
@@ -148,7 +148,7 @@ class CompactModel:
 
 
 def _put(target: torch.Tensor, idx: Index, value: torch.Tensor) -> None:
-    """The inverse of :func:`~relief_nb.export.take`: ``target[idx[0]][:, idx[1]] = value``, in place."""
+    """The inverse of :func:`~relief_nb.graph.export.take`: ``target[idx[0]][:, idx[1]] = value``, in place."""
     rows = idx[0].to(target.device)
     if idx[1] is None or target.ndim == 1:
         target[rows] = value.to(target.dtype)

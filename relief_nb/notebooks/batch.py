@@ -17,7 +17,8 @@ from ..common import paths
 from ..data.datasets import DATASETS, fetch_command
 from ..experiments.presets import EXPERIMENTS, PROFILES
 from ..experiments.config import parse_assignments
-from .session import NOTEBOOKS, PROGRESS_ENV, TABLES, check_parameters
+from .session import PROGRESS_ENV
+from .specs import NOTEBOOKS, TABLES, check_parameters
 
 __all__ = ["add_notebook_commands", "clean_notebook", "execute_notebook"]
 

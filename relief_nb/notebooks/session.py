@@ -24,115 +24,18 @@ import pandas as pd
 
 from ..common import paths
 from ..data.datasets import DATASETS, Dataset, fetch_command, prepare
-from ..experiments.run import ExperimentConfig, Run, _resolve_device, override
+from ..experiments.config import ExperimentConfig, override
+from ..experiments.devices import resolve_device
+from ..experiments.run import Run
 from ..experiments.config import parse_assignments
 from ..experiments.presets import EXPERIMENTS, FAST_ENV, PROFILES, experiment_config
 from ..reporting.marks import SMOKE_MARK
 from ..reporting.tables import METHOD_LABELS, final_row, method_table
+from .specs import NOTEBOOKS, TABLES, check_parameters
 
-__all__ = ["NOTEBOOKS", "PROGRESS_ENV", "Session", "check_parameters", "start"]
+__all__ = ["NOTEBOOKS", "PROGRESS_ENV", "TABLES", "Session", "check_parameters", "start"]
 
 PROGRESS_ENV = "RELIEF_NB_PROGRESS"  # "text": plain progress lines (set by `relief-nb notebook`), else bars
-
-_RUN_PARAMETERS = ("profile", "seed", "device", "data_dir", "results_dir", "alpha_conv", "alpha_fc", "iterations",
-                   "pretrain_epochs", "retrain_epochs", "progress")
-
-
-@dataclass(frozen=True)
-class NotebookSpec:
-    """A notebook readers open: its template, the experiments it runs, the parameters it takes."""
-
-    name: str
-    title: str
-    template: str
-    experiments: tuple[str, ...] = ()
-    parameters: tuple[str, ...] = field(default=(*_RUN_PARAMETERS, "baselines", "baseline_iterations"))
-    gallery_profile: str = "cpu"  # the profile of the outputs committed in notebooks/ (real data where it exists)
-    gallery_params: tuple[tuple[str, Any], ...] = ()  # parameters of the committed outputs, beside the profile
-
-    @property
-    def path(self) -> Path:
-        return paths.TEMPLATE_DIR / f"{self.template}.ipynb"
-
-    @property
-    def is_table(self) -> bool:
-        return self.template == "table"
-
-    def injected(self) -> dict[str, Any]:
-        """Parameters that select this entry in a shared template."""
-        return {"table": self.name} if self.is_table else {}
-
-
-NOTEBOOKS: dict[str, NotebookSpec] = {nb.name: nb for nb in [
-    NotebookSpec("tour", "Guided tour: what NNrelief does, on LeNet-300-100 and real MNIST", "tour",
-                 ("lenet300-mnist",), _RUN_PARAMETERS),
-    # the gallery's LeNet table leaves the baselines to the sweep notebook (three seeds, four alphas)
-    NotebookSpec("lenet-mnist", "Table: LeNet-300-100 and LeNet-5 on MNIST", "table",
-                 ("lenet300-mnist", "lenet5-mnist"), gallery_params=(("baselines", False),)),
-    NotebookSpec("cifar10", "Table: VGG-like (Adam) and ResNet-20 (SGD) on CIFAR-10", "table",
-                 ("vgglike-cifar10", "resnet20-cifar10"), gallery_profile="smoke"),
-    NotebookSpec("cifar100", "Table: ResNet-56 on CIFAR-100", "table", ("resnet56-cifar100",),
-                 gallery_profile="smoke"),
-    NotebookSpec("tiny-imagenet", "Table: VGG-19 and ResNet-18 on Tiny-ImageNet", "table",
-                 ("vgg19-tiny", "resnet18-tiny"), gallery_profile="smoke"),
-    NotebookSpec("summary", "Summary: every run's results beside the published numbers", "summary", (),
-                 ("profile", "results_dir")),
-    NotebookSpec("sweep", "Sweep: NNrelief and baselines over alphas and seeds, on Dask", "sweep", (),
-                 ("experiment", "alpha_fc", "seeds", "methods", "profile", "params", "scheduler", "results_dir",
-                  "data_dir"),
-                 # the README's sweep (sweeps/lenet300-mnist.toml), whose runs `relief-nb sweep` made
-                 gallery_params=(("alpha_fc", [0.8, 0.9, 0.95, 0.99]), ("seeds", [0, 1, 2]), ("params", {
-                     "iterations": 5, "pretrain_epochs": 8, "pretrain_milestones": [6], "retrain_epochs": 4,
-                     "retrain_milestones": [3], "target_compression": None}))),
-]}
-TABLES = [name for name, nb in NOTEBOOKS.items() if nb.is_table]
-
-# name -> (allowed types, description); None stands for "use the profile's value" (or the default folder)
-PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "profile": ((str,), f"one of {', '.join(PROFILES)}"),
-    "seed": ((int,), "integer seed"),
-    "device": ((str,), "'auto', 'cpu', 'cuda' or 'cuda:N'"),
-    "data_dir": ((str, type(None)), "folder holding the data sets (None: data/ of this project)"),
-    "results_dir": ((str, type(None)), "folder for run folders, figures and tables (None: results/ beside data/)"),
-    "alpha_conv": ((float, int, list, type(None)), "fraction in (0, 1], None, or a list of them (sweep)"),
-    "alpha_fc": ((float, int, list, type(None)), "fraction in (0, 1], None, or a list of them (sweep)"),
-    "experiment": ((str, list), "a preset name (relief-nb list) or a list of them"),
-    "seeds": ((int, list), "a seed or a list of seeds"),
-    "methods": ((str, list), "relief, magnitude_global, magnitude_layer, random, or a list of them"),
-    "params": ((dict,), "other ExperimentConfig settings, e.g. {'iterations': 5}"),
-    "scheduler": ((str, type(None)), "None (a local Dask cluster) or 'tcp://host:port'"),
-    "iterations": ((int, type(None)), "integer >= 0 or None"),
-    "pretrain_epochs": ((int, type(None)), "integer >= 0 or None"),
-    "retrain_epochs": ((int, type(None)), "integer >= 0 or None"),
-    "progress": ((bool, str), "True, False or 'auto' (bars unless profile is smoke)"),
-    "baseline_iterations": ((int, type(None)), "iterations of the baselines (None: as many as NNrelief)"),
-    "baselines": ((bool, list, tuple), "True, False, or a list of this notebook's experiments to run the "
-                  "magnitude and random baselines for"),
-}
-
-
-def _valid_list(spec: NotebookSpec) -> str:
-    return "; ".join(f"{p} ({PARAMETER_TYPES[p][1]})" for p in spec.parameters)
-
-
-def check_parameters(notebook: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate a notebook's parameters: names, types, profile. Raises ValueError listing the valid ones."""
-    if notebook not in NOTEBOOKS:
-        raise ValueError(f"unknown notebook {notebook!r}; notebooks: {', '.join(NOTEBOOKS)}")
-    spec = NOTEBOOKS[notebook]
-    unknown = sorted(set(params) - set(spec.parameters))
-    if unknown:
-        raise ValueError(f"notebook {notebook!r}: unknown parameter(s) {unknown}; valid parameters: "
-                         f"{_valid_list(spec)}")
-    for name, value in params.items():
-        types, description = PARAMETER_TYPES[name]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ValueError(f"notebook {notebook!r}: parameter {name}={value!r} has the wrong type; expected "
-                             f"{description}")
-    if params.get("profile") not in PROFILES:
-        raise ValueError(f"notebook {notebook!r}: unknown profile {params.get('profile')!r}; valid profiles: "
-                         f"{', '.join(PROFILES)}")
-    return params
 
 
 def start(template: str, namespace: dict[str, Any], before: set[str]) -> Session:
@@ -169,7 +72,7 @@ class Session:
         self.runs_dir = paths.runs_folder(results_dir, self.profile)
         self.figures = self.results / "figures"
         self.data_dir = Path(params.get("data_dir") or paths.default_data_dir())
-        self.device = _resolve_device(params.get("device", "auto"))
+        self.device = resolve_device(params.get("device", "auto"))
         progress = params.get("progress", "auto")
         self.progress: bool | str = self.profile != "smoke" if progress == "auto" else bool(progress)
         if self.progress and os.environ.get(PROGRESS_ENV) == "text":
@@ -217,7 +120,7 @@ class Session:
 
     def describe(self) -> None:
         """A heading naming the notebook, its data and the profile whose outputs the reader sees."""
-        from ..reporting.plots import display_name
+        from ..reporting.style import display_name
 
         stand_in = "a SYNTHETIC stand-in of "
         experiments = ", ".join(f"{display_name(EXPERIMENTS[e].model)} on "
@@ -301,7 +204,7 @@ class Session:
         return df.style.set_caption(text).format(precision=2).hide(axis="index")
 
     def fingerprint(self):
-        """The method's fingerprint (see :mod:`relief_nb.fingerprint`): what each experiment's paper settings keep
+        """The method's fingerprint (see :mod:`relief_nb.experiments.fingerprint`): what each experiment's paper settings keep
         of a fixed probe network, identical on every CPU; the notebooks' regression check."""
         from ..experiments.fingerprint import method_fingerprint
 
@@ -315,7 +218,7 @@ class Session:
 
     def iteration_tables(self, runs: dict[str, Run]) -> None:
         """Per run: accuracy, error and size at every iteration, captioned with the network."""
-        from ..reporting.plots import display_name
+        from ..reporting.style import display_name
 
         for name, run in runs.items():
             m = run.metrics()
@@ -336,7 +239,7 @@ class Session:
         """Save ``fig`` as ``figures/<name>.png`` and return it, so the cell shows it once."""
         import matplotlib.pyplot as plt
 
-        from ..reporting.plots import save_figure
+        from ..reporting.style import save_figure
 
         save_figure(fig, self.figures, name)
         plt.close(fig)  # the returned figure is drawn by the cell's result; an open one would be drawn twice
@@ -374,7 +277,7 @@ class Session:
     # ---------------------------------------------------------------- summary
     def gather(self) -> pd.DataFrame:
         """Every run of this profile (notebooks and ``relief-nb run`` alike), one row each."""
-        from ..experiments.run import migrate_runs
+        from ..experiments.migration import migrate_runs
         from ..reporting.tables import gather_results
 
         migrate_runs(self.runs_dir, self.data_dir)  # folders of an older layout join the table

@@ -1,7 +1,7 @@
 """Baselines pruned to a given number of weights or sparsity: magnitude (global or per layer, Han et al. 2015)
 and random. Weights are pruned one by one (unstructured); biases are left alone.
 
-The implementations live in :mod:`relief_nb.methods` (one interface and a registry, with SNIP and MagAct
+The implementations live in :mod:`relief_nb.pruning.methods` (one interface and a registry, with SNIP and MagAct
 besides); these are the historical entry points, thin wrappers over it.
 
 In an experiment (``ExperimentConfig.of(method=..., reference=<NNrelief run name>)``) each iteration prunes to
@@ -21,7 +21,7 @@ from .methods import Budget, get_method
 __all__ = ["BASELINES", "METHODS", "prune_baseline", "prune_to_counts"]
 
 BASELINES = ("magnitude_global", "magnitude_layer", "random")
-METHODS = ("relief", *BASELINES)  # what experiments run today (relief_nb.methods.list_methods() has them all)
+METHODS = ("relief", *BASELINES)  # what experiments run today (relief_nb.pruning.methods.list_methods() has them all)
 
 
 def _check_method(method: str) -> None:

@@ -5,10 +5,10 @@ implementation serves every architecture it can trace: chains, residual addition
 convs, sequences.
 
 1. Conv layers are scored on the activations of the network as it was before this pass (one forward over the
-   scoring batch; hooks accumulate what :mod:`relief_nb.scores` needs). A grouped / depthwise conv's filter has
+   scoring batch; hooks accumulate what :mod:`relief_nb.core.scores` needs). A grouped / depthwise conv's filter has
    the input channels of its group as connections (scored as the equivalent dense conv, whose other kernels
    are zero and never kept).
-2. Selection (:mod:`relief_nb.selection`) keeps, per filter, the kernels (and bias) carrying a fraction
+2. Selection (:mod:`relief_nb.core.selection`) keeps, per filter, the kernels (and bias) carrying a fraction
    ``alpha_conv`` of its signal. Dead units (paper): a unit whose output is zero on the whole batch wherever a
    layer reads it loses all its incoming connections and its bias. A unit that reaches a merge (residual sum,
    ``cat`` of tokens, LayerNorm), an ignored layer or the output is never declared dead: there its own silence
@@ -26,6 +26,8 @@ convs, sequences.
    sum stays while anything downstream reads it, so a channel is removed from a residual group only when every
    branch gives it up and nothing reads it; a gate (option-A mask) channel nobody reads is closed.
 
+The measurements are :mod:`.statistics`, the structural rules :mod:`.unit_rules`; this module is the pass.
+
 Masks are computed in full before anything is committed: if any step fails the model's masks are restored.
 The model is traced, and anything unsupported refused, before any mask changes.
 
@@ -42,31 +44,33 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.fx as fx
 from torch import nn
 
 from ..core.masks import (
-    current_mask,
     effective,
-    is_pruned,
     kept_count,
     mask_snapshot,
-    raw_weight,
     restore_masks,
-    shrink_mask,
 )
 from ..core.modes import eval_mode
 from ..core.scores import (
     CONV_AGGREGATIONS,
     ConvAggregation,
-    ConvScoreAccumulator,
-    DepthwiseScoreAccumulator,
-    LinearScoreAccumulator,
-    batch_abs_stats,
 )
-from ..core.selection import SELECTION_RULES, SelectionRule, check_alpha, select
+from ..core.selection import SELECTION_RULES, SelectionRule, check_alpha
 from ..graph.structure import LayerNode, PruningGraph, trace_model
 from ..graph.trace import Gate, Merge, alive_units
+from .statistics import _connection_scores, _Statistics, all_finite
+from .unit_rules import (
+    _backward_sweep,
+    _commit,
+    _dead_units,
+    _kill_units,
+    _layer_keep,
+    _mask_removed_norms,
+    _residual_rule,
+    remove_units,
+)
 
 __all__ = ["ReliefConfig", "ReliefWarning", "alive_units", "all_finite", "effective", "relief_prune", "score_layers"]
 
@@ -121,252 +125,6 @@ class ReliefConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def all_finite(t: torch.Tensor) -> bool:
-    """True if ``t`` has no NaN or inf: a finite sum proves it in one pass; otherwise the exact element check."""
-    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
-
-
-class _Statistics:
-    """Forward hooks that accumulate scores, per-feature input maxima and merge-branch maps over chunks: the one
-    scoring collector (the pass and :func:`score_layers` use it)."""
-
-    def __init__(self, graph: PruningGraph, layers: Iterable[LayerNode], config: ReliefConfig,
-                 merges: Iterable[Merge] = ()) -> None:
-        self.graph = graph
-        self.scorers: dict[str, ConvScoreAccumulator | LinearScoreAccumulator] = {}
-        self.channel_max: dict[str, torch.Tensor] = {}
-        self.merges = {m.node: m for m in merges}
-        self.branch_maps: dict[str, list[torch.Tensor]] = {}
-        self.handles: list = []
-        for layer in layers:
-            m = layer.module
-            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
-                self.scorers[layer.name] = DepthwiseScoreAccumulator(m, config.conv_aggregation)
-            elif isinstance(m, nn.Conv2d):
-                self.scorers[layer.name] = ConvScoreAccumulator(m, config.conv_aggregation)
-            else:
-                self.scorers[layer.name] = LinearScoreAccumulator(m)
-            self.handles.append(m.register_forward_pre_hook(self._layer_hook(layer)))
-
-    def _layer_hook(self, layer: LayerNode):
-        def hook(module: nn.Module, args: tuple) -> None:
-            scorer = self.scorers[layer.name]
-            x = args[0]
-            if isinstance(scorer, DepthwiseScoreAccumulator):
-                cmax = scorer.update(x, effective(module))
-            elif isinstance(scorer, ConvScoreAccumulator):
-                # the per-channel max |x| comes with the scores
-                cmax = scorer.update(x, _dense_weight(effective(module), module.groups))
-            else:  # per input feature; a sequence (N, T, F) is scored over batch and positions
-                cmax = scorer.update(x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x)
-            if not torch.isfinite(cmax).all():  # amax propagates NaN and inf
-                raise FloatingPointError(f"the activations entering layer {layer.name} contain NaN or inf; "
-                                         "check the model's weights and the scoring batch")
-            old = self.channel_max.get(layer.name)
-            self.channel_max[layer.name] = cmax if old is None else torch.maximum(old, cmax)
-        return hook
-
-    def _record(self, merge: Merge, operands: list[torch.Tensor]) -> None:
-        maps = [batch_abs_stats(x)[0] for x in operands]
-        old = self.branch_maps.get(merge.node)
-        self.branch_maps[merge.node] = maps if old is None else [a + b for a, b in zip(old, maps)]
-
-    def run(self, model: nn.Module, batch: torch.Tensor, chunk_size: int) -> None:
-        forward = _MergeRecorder(model, self.graph, self).run if self.merges else model
-        try:
-            for start in range(0, batch.shape[0], chunk_size):
-                out = forward(batch[start:start + chunk_size])
-                if not all_finite(out):
-                    raise FloatingPointError("the model's output on the scoring batch contains NaN or inf")
-        finally:
-            for h in self.handles:
-                h.remove()
-
-
-class _MergeRecorder(fx.Interpreter):
-    """Runs the traced graph on the model's own modules, recording the branches of the watched merges."""
-
-    def __init__(self, model: nn.Module, graph: PruningGraph, stats: _Statistics) -> None:
-        super().__init__(model, graph=graph.gm.graph)
-        self.stats = stats
-
-    def run_node(self, n: fx.Node):
-        merge = self.stats.merges.get(n.name)
-        if merge is not None:
-            operands = [self.env[a] for a in n.all_input_nodes
-                        if isinstance(self.env.get(a), torch.Tensor) and self.graph_axis(a) >= 0]
-            self.stats._record(merge, operands)
-        return super().run_node(n)
-
-    def graph_axis(self, node: fx.Node) -> int:
-        return self.stats.graph.out_axis.get(node.name, -1)
-
-
-def _connection_scores(layer: LayerNode, stats: _Statistics) -> torch.Tensor:
-    """The layer's scores from its accumulator, one row per unit: its incoming connections (a Linear layer's
-    inputs; a conv filter's kernels on the input channels of its group, one for a depthwise conv), then its bias
-    if it has one (formulas in :mod:`relief_nb.scores`)."""
-    m = layer.module
-    weight, bias = effective(m, "weight"), effective(m, "bias")
-    groups = getattr(m, "groups", 1)
-    scorer = stats.scorers[layer.name]
-    if isinstance(scorer, DepthwiseScoreAccumulator):  # one connection per filter: its kernel
-        return scorer.scores(weight, bias)
-    scores = scorer.scores(_dense_weight(weight, groups), bias)
-    if groups > 1:  # the input channels of its group
-        out, per_group = weight.shape[:2]
-        cols = (torch.arange(out, device=scores.device) // (out // groups))[:, None] * per_group
-        cols = cols + torch.arange(per_group, device=scores.device)
-        kernel_scores = scores.gather(1, cols)
-        scores = torch.cat([kernel_scores, scores[:, m.in_channels:]], dim=1)
-    return scores
-
-
-def _layer_keep(layer: LayerNode, scores: torch.Tensor, alpha: float, rule: SelectionRule) -> dict[str, torch.Tensor]:
-    """Keep-masks for the layer's weight (and bias) from its connection scores (:func:`_connection_scores`)."""
-    keep = select(scores, alpha, rule)
-    shape = raw_weight(layer.module).shape
-    n_in = shape[1]
-    w_keep = keep[:, :n_in]
-    if len(shape) == 4:
-        w_keep = w_keep[:, :, None, None].expand(shape)
-    result = {"weight": w_keep}
-    if scores.shape[1] > n_in:
-        result["bias"] = keep[:, n_in]
-    return result
-
-
-def _dense_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
-    """A grouped conv's weight as the equivalent dense one (zero kernels outside each filter's group), so the
-    dense scorer serves depthwise and grouped convs; the zero kernels score 0 and are dropped after scoring."""
-    if groups == 1:
-        return weight
-    out, per_group = weight.shape[:2]
-    dense = weight.new_zeros(out, groups, per_group, *weight.shape[2:])
-    group = torch.arange(out, device=weight.device) // (out // groups)
-    dense[torch.arange(out, device=weight.device), group] = weight
-    return dense.reshape(out, groups * per_group, *weight.shape[2:])
-
-
-def _kill_units(keep: dict[str, torch.Tensor], dead: torch.Tensor) -> None:
-    keep["weight"] = keep["weight"] & ~dead.view(-1, *([1] * (keep["weight"].ndim - 1)))
-    if "bias" in keep:
-        keep["bias"] = keep["bias"] & ~dead
-
-
-def _commit(layer: LayerNode, keep: dict[str, torch.Tensor]) -> None:
-    for name, k in keep.items():
-        shrink_mask(layer.module, name, k)
-
-
-def remove_units(layer: LayerNode, remove: torch.Tensor) -> None:
-    """Remove the layer's units flagged in ``remove``: incoming weights and bias (BatchNorm follows later)."""
-    if not bool(remove.any()):
-        return
-    m = layer.module
-    keep = {"weight": torch.ones_like(raw_weight(m), dtype=torch.bool)}
-    if raw_weight(m, "bias") is not None:
-        keep["bias"] = torch.ones(layer.out_units, dtype=torch.bool, device=remove.device)
-    _kill_units(keep, remove)
-    _commit(layer, keep)
-
-
-def _dead_units(graph: PruningGraph, stats: _Statistics, layer: LayerNode) -> torch.Tensor:
-    """Units whose output is zero on the whole batch wherever they are read.
-
-    Only units read by prunable layers, each input feature carrying that unit alone, qualify: a unit that
-    reaches a merge (residual addition, ``cat`` of tokens, LayerNorm statistics), an ignored layer, the output,
-    or a reader not scored in this forward is never declared dead (the paper's rule is for a unit's own output).
-    """
-    n = layer.out_units
-    peak = torch.zeros(n, dtype=torch.float64)
-    seen = torch.zeros(n, dtype=torch.bool)
-    blocked = graph.escapes[layer.name].clone()
-    for reader in graph.layers():
-        idx = reader.input_map.get(layer.name)
-        if idx is None:
-            continue
-        present = idx >= 0
-        others = sum((i >= 0).int() for s, i in reader.input_map.items() if s != layer.name)
-        alone = present & ~reader.input_merged & (torch.as_tensor(others) == 0)
-        cmax = stats.channel_max.get(reader.name)
-        if cmax is None:
-            blocked[idx[present]] = True
-            continue
-        blocked[idx[present & ~alone]] = True
-        cmax = cmax.detach().to('cpu', peak.dtype)
-        peak.scatter_reduce_(0, idx[alone], cmax[alone], "amax")
-        seen[idx[alone]] = True
-    return seen & ~blocked & (peak == 0)
-
-
-def _residual_rule(merge: Merge, stats: _Statistics, alpha: float) -> list[torch.Tensor]:
-    """Per branch of ``merge``: the channels whose share of the merged signal is below ``1 - alpha``.
-
-    The paper's rule for a residual block (``r / (r + s)`` and ``s / (r + s)`` with ``r``, ``s`` the L2 norms of
-    the batch-mean ``|branch|`` maps), applied to each branch of any two-way addition (our extension)."""
-    norms = [m.movedim(merge.axis - 1, 0).reshape(m.shape[merge.axis - 1], -1).norm(dim=1)
-             for m in stats.branch_maps[merge.node]]
-    total = sum(norms)
-    safe = torch.where(total > 0, total, torch.ones_like(total))
-    valid = total > 0
-    return [valid & (r / safe < 1 - alpha) for r in norms]
-
-
-def _backward_sweep(graph: PruningGraph) -> None:
-    """From the output to the input over the traced graph: a unit nothing downstream reads loses its incoming
-    connections and bias; a gate channel nobody reads is closed (see :mod:`relief_nb.graph`)."""
-    need: dict[str, torch.Tensor | None] = {}
-    for node in reversed(list(graph.gm.graph.nodes)):
-        back = graph.back.get(node.name)
-        if back is None:
-            continue
-        axis = graph.out_axis.get(node.name, -1)
-        if node.op == "output" or axis < 0:
-            wanted = None
-        else:
-            wanted = need.get(node.name, False)
-            n = graph.out_len[node.name]
-            if wanted is None or wanted is True:
-                wanted = torch.ones(n, dtype=torch.bool)
-            elif wanted is False:
-                wanted = torch.zeros(n, dtype=torch.bool)
-        layer_name = graph.node_layer.get(node.name)
-        if layer_name is not None:
-            layer = graph.layer(layer_name)
-            remove_units(layer, ~wanted.to(current_mask(layer.module).device))
-        for src, t in back(wanted):
-            if graph.out_axis.get(src.name, -1) < 0:
-                continue
-            old = need.get(src.name, False)
-            if t is None or old is None:
-                need[src.name] = None
-            else:
-                t = t.cpu().bool()
-                need[src.name] = t if old is False else old | t
-
-
-def _mask_removed_norms(graph: PruningGraph) -> None:
-    """A channel of a BatchNorm / LayerNorm whose every unit is removed (no incoming weight, no bias) is masked."""
-    if not graph.norms:
-        return
-    alive = {layer.name: alive_units(layer).cpu() for layer in graph.layers()}
-    for norm in graph.norms:
-        if not norm.input_map or getattr(norm.module, "weight", None) is None:
-            continue
-        present = torch.zeros(len(norm.fixed), dtype=torch.bool)
-        kept = torch.zeros_like(present)
-        for src, idx in norm.input_map.items():
-            here = idx >= 0
-            present |= here
-            kept |= here & alive[src][idx.clamp(min=0)]
-        removed = present & ~kept & ~norm.fixed
-        if bool(removed.any()) or is_pruned(norm.module):
-            for name in ("weight", "bias"):
-                if getattr(norm.module, name, None) is not None:
-                    shrink_mask(norm.module, name, ~removed)
 
 
 def _check_inputs(model: nn.Module, batch: torch.Tensor, graph: PruningGraph) -> None:
@@ -542,9 +300,9 @@ def score_layers(
 
     One tensor per layer name, one row per unit: the scores of its incoming connections (a Linear layer's
     inputs; a conv filter's kernels on the input channels of its group, one kernel for a depthwise conv), then of
-    its bias if it has one; formulas in :mod:`relief_nb.scores`. They come from the collector the pass uses, in
+    its bias if it has one; formulas in :mod:`relief_nb.core.scores`. They come from the collector the pass uses, in
     one forward over the model as it is now, so they are the scores a pass would select from with the alpha rule
-    (:func:`relief_nb.selection.select`). For the Linear layers of a network with conv layers, the pass scores
+    (:func:`relief_nb.core.selection.select`). For the Linear layers of a network with conv layers, the pass scores
     after pruning the convs; these are the scores before.
     """
     config, graph, batch = _prepare(model, batch, config, graph, ignore)

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..experiments.config import ExperimentConfig
 from ..experiments.presets import EXPERIMENTS
-from ..experiments.run import ExperimentConfig, Run
+from ..experiments.run import Run
 from .published import published_table
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def published_crossings(agg: pd.DataFrame, network: str, method: str = "relief")
     """Where ``method``'s runs (its key or its label: ``"relief"`` or ``"NNrelief"``) cross each published
     method's compression on ``network``.
 
-    ``agg`` is :func:`relief_nb.sweep.aggregate`'s table (mean and std over seeds per iteration) of one setting.
+    ``agg`` is :func:`relief_nb.sweeps.sweep.aggregate`'s table (mean and std over seeds per iteration) of one setting.
     One row per published method (dense baseline aside): the first iteration whose mean compression reaches the
     published one, our mean test error there with its std over seeds, and the published error; iteration and
     errors are empty where our runs never reach that compression."""
@@ -152,7 +153,7 @@ def mean_std(mean: float, std: float, digits: int, unit: str = "") -> str:
 
 
 def iteration_table(agg: pd.DataFrame) -> pd.DataFrame:
-    """One setting's aggregate (:func:`relief_nb.sweep.aggregate`, every method), one row per iteration: each
+    """One setting's aggregate (:func:`relief_nb.sweeps.sweep.aggregate`, every method), one row per iteration: each
     method's compression and test error % as "mean ± std" over seeds, and its ``seeds`` where some of its
     iterations have fewer than others (a sweep collected while runs are unfinished)."""
     _one_setting(agg, "iteration_table", also=("method",))

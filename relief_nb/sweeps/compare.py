@@ -1,10 +1,10 @@
 """Compare experiments that are not one grid: any run folders, each under a label of yours.
 
-A sweep compares the points of a grid (:mod:`relief_nb.sweep`); settings that do not form a product (fine-tuning
+A sweep compares the points of a grid (:mod:`relief_nb.sweeps.sweep`); settings that do not form a product (fine-tuning
 at a small constant rate against learning-rate rewinding against an alpha schedule) are separate experiments.
 :func:`aggregate_experiments` reads each experiment folder's ``seed_*`` runs into the same aggregate a sweep
-writes (mean and std over seeds per iteration), so :func:`relief_nb.tables.iteration_table` and
-:func:`relief_nb.tables.error_at_compression` compare them::
+writes (mean and std over seeds per iteration), so :func:`relief_nb.reporting.tables.iteration_table` and
+:func:`relief_nb.reporting.tables.error_at_compression` compare them::
 
     relief-nb compare paper=results/runs/lenet300-100_mnist_ac0.9_af0.95_642e0c41 \\
         finetune=results/runs/lenet300-100_mnist_ac0.9_af0.95_4f7138f8 --iterations 5 10 20
@@ -37,9 +37,9 @@ def _seed_rows(label: str, folder: Path) -> pd.DataFrame:
 
 def aggregate_experiments(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """``{label: experiment folder}`` (``results/runs/<name>``, holding ``seed_*`` runs; a single ``seed_k``
-    folder counts alone) -> :func:`relief_nb.sweep.aggregate`'s table with the labels as ``method``. Unfinished
+    folder counts alone) -> :func:`relief_nb.sweeps.sweep.aggregate`'s table with the labels as ``method``. Unfinished
     runs count with the iterations they have; ``n_seeds`` says how many seeds each mean has."""
-    from .sweep import aggregate
+    from .report import aggregate
 
     frames = []
     for label, folder in experiments.items():
@@ -63,7 +63,7 @@ def compare_report(experiments: Mapping[str, str | os.PathLike], iterations: Seq
     """Markdown: each experiment's compression and test error (mean ± std over seeds) at ``iterations`` (default:
     all), then their error at equal ``compressions`` (default: the sweep report's, where any reaches them)."""
     from ..reporting.tables import equal_compression_table, iteration_table, markdown
-    from .sweep import COMPARE_AT
+    from .report import COMPARE_AT
 
     agg = aggregate_experiments(experiments)
     table = iteration_table(agg)

@@ -1,9 +1,12 @@
 """Sweeps: a grid of experiments run as Dask tasks, gathered into one tidy table, aggregated over seeds.
 
+This module runs a sweep (:func:`run_sweep`) and is its command (``relief-nb sweep``); the grid is expanded in
+:mod:`.grid`, tasks execute through :mod:`.cluster`, and the tables, figure and report come from :mod:`.report`.
+
 A grid is experiments (preset names) x ``alpha_conv`` x ``alpha_fc`` x seeds x methods, times any other
-:class:`~relief_nb.experiment.ExperimentConfig` setting given as a list in ``params`` (a list is an axis, a scalar
+:class:`~relief_nb.ExperimentConfig` setting given as a list in ``params`` (a list is an axis, a scalar
 or a tuple one value for every run; ``*_milestones`` take a list of ints as one value). Every point is one run
-folder (:class:`~relief_nb.experiment.Run`, named by its hyperparameters), so the design leans on what runs
+folder (:class:`~relief_nb.Run`, named by its hyperparameters), so the design leans on what runs
 already guarantee:
 
 * **one Dask task per run**, which executes or resumes the run folder and returns its metrics. A baseline
@@ -30,7 +33,7 @@ dask-jobqueue ``SLURMCluster``) is used as it is. Workers must see ``results_dir
 paths (a shared file system). On SLURM::
 
     from dask_jobqueue import SLURMCluster
-    from relief_nb.sweep import run_sweep
+    from relief_nb import run_sweep
 
     cluster = SLURMCluster(cores=1, processes=1, memory="4GB", walltime="02:00:00",
                            job_script_prologue=["source /path/to/relief_nb/.venv/bin/activate"])
@@ -44,236 +47,32 @@ profile) holds ``sweep.csv`` (:func:`run_sweep`'s table), ``aggregate.csv`` (:fu
 (:func:`sweep_report`) and one figure ``<experiment>.png`` per experiment (:func:`plot_sweep`). ``relief-nb sweep
 GRID --collect`` writes them from what the folders hold, without running anything (a sweep still running or
 stopped). The runs themselves live in the shared runs folder
-(:func:`relief_nb.paths.runs_folder`), where notebooks and ``relief-nb run`` find and reuse them.
+(:func:`relief_nb.common.paths.runs_folder`), where notebooks and ``relief-nb run`` find and reuse them.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import os
 import sys
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from ..common import paths
-from ..experiments.run import ExperimentConfig, Run, override
+from ..experiments.run import Run
 from ..reporting.marks import SMOKE_MARK
 from ..reporting.tables import METHOD_LABELS
+from .cluster import SCHEDULER_ENV, _connect, _dashboard, _progress_bar, execute_run, run_done
+from .grid import GRID_KEYS, SweepRun, _as_list, expand_grid, load_grid
+from .report import METRIC_COLUMNS, aggregate, plot_sweep, save_sweep, sweep_report
 
-if TYPE_CHECKING:
-    import matplotlib.pyplot as plt
-    from distributed import Client
-
-__all__ = ["GRID_KEYS", "SweepRun", "add_sweep_command", "aggregate", "expand_grid", "load_grid", "plot_sweep",
-           "run_done", "run_sweep", "sweep_report"]
-
-SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
-# keys of a grid, in a TOML file and as run_sweep's arguments (the CLI's options spell them with dashes)
-GRID_KEYS = ("experiment", "alpha_conv", "alpha_fc", "seeds", "methods", "profile", "params", "name", "device",
-             "retries")
-# per-iteration measurements of the tidy table; every other column except the per-run ones is a grid coordinate
-METRIC_COLUMNS = ("iteration", "compression", "flops_reduction", "test_error_pct", "val_error_pct",
-                  "params_remaining", "wall_time_s")
-_PER_RUN_COLUMNS = ("seed", "run", "status", "error")
-# compressions at which report.md compares the methods (those a network's runs reach)
-COMPARE_AT = (2, 5, 10, 20, 50, 100, 200, 500)
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    """One point of a grid: its coordinates (what the table shows), its config (``None`` if it could not be
-    built; ``error`` says why) and, for a baseline, the run name of its NNrelief reference."""
-
-    coords: dict[str, Any]
-    config: ExperimentConfig | None
-    error: str | None = None
-    reference: str | None = field(default=None)
-    name: str = ""  # the run folder's name (it hashes the data read); "invalid:<hash>" for a point with no config
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            digest = hashlib.sha1(json.dumps(self.coords, sort_keys=True, default=str).encode()).hexdigest()[:8]
-            object.__setattr__(self, "name", f"invalid:{digest}")
-
-
-# ---------------------------------------------------------------------------------------------- the grid
-def _as_list(value: Any) -> list[Any]:
-    """A list (or other non-string iterable but a tuple) is an axis; anything else is one value."""
-    if value is None:
-        return [None]
-    if isinstance(value, (str, tuple)) or not isinstance(value, Iterable):
-        return [value]
-    return list(value)
-
-
-def _param_axis(key: str, value: Any) -> list[Any]:
-    """``params`` values: a list is an axis, except that ``*_milestones`` take a list of ints as one value
-    (a list of lists is then the axis); the string ``"None"`` (TOML has no null) stands for None."""
-    if key.endswith("milestones") and isinstance(value, list) and all(isinstance(v, int) for v in value):
-        value = tuple(value)
-    values = _as_list(value)
-    return [tuple(v) if key.endswith("milestones") and isinstance(v, list) else None if v == "None" else v
-            for v in values]
-
-
-def _data_present(dataset: str, data_dir: Path) -> bool:
-    from ..data.datasets import DATASETS
-
-    return (data_dir / DATASETS[dataset].folder).exists()
-
-
-def expand_grid(experiment: str | Sequence[str], alpha_conv: float | Sequence[float] | None = None,
-                alpha_fc: float | Sequence[float] | None = None, seeds: int | Sequence[int] = (0,),
-                methods: str | Sequence[str] = ("relief",), profile: str = "cpu",
-                params: Mapping[str, Any] | None = None, data_dir: str | os.PathLike | None = None) -> list[SweepRun]:
-    """Every run of the grid, NNrelief references first. ``None`` alphas keep the preset's value.
-
-    A point whose config is invalid (e.g. ``alpha_fc=1.5``) becomes a :class:`SweepRun` with ``config=None``
-    and its error, reported like a failed run. With the ``smoke`` profile and the data set absent from
-    ``data_dir``, runs use the synthetic stand-in (as notebooks do) and say so.
-    """
-    from ..experiments.presets import EXPERIMENTS, PROFILES, experiment_config
-    from ..pruning.methods import list_methods
-
-    unknown_names = [e for e in _as_list(experiment) if e not in EXPERIMENTS]
-    if unknown_names or profile not in PROFILES:
-        raise KeyError(f"unknown experiment(s) {unknown_names} or profile {profile!r}; experiments: "
-                       f"{', '.join(sorted(EXPERIMENTS))}; profiles: {', '.join(PROFILES)}")
-    data_path = Path(data_dir) if data_dir is not None else paths.default_data_dir()
-    # seeds and methods are always axes: a tuple of them is several values, not one
-    methods = list(methods) if isinstance(methods, tuple) else _as_list(methods)
-    seeds = list(seeds) if isinstance(seeds, tuple) else seeds
-    unknown = [m for m in methods if m not in list_methods()]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(list_methods())}")
-    if "relief" not in methods:  # baselines need their reference; its rows are in the table too
-        methods = ["relief", *methods]
-    methods = ["relief"] + [m for m in dict.fromkeys(methods) if m != "relief"]
-    axes = {k: _param_axis(k, v) for k, v in (params or {}).items()}
-    runs: dict[str, SweepRun] = {}
-    for name in _as_list(experiment):
-        for ac, af, seed, *extra in itertools.product(_as_list(alpha_conv), _as_list(alpha_fc), _as_list(seeds),
-                                                      *axes.values()):
-            overrides = dict(zip(axes, extra))
-            varying = {k: v for k, v in overrides.items() if len(axes[k]) > 1}
-            fixed = {"alpha_conv": ac, "alpha_fc": af, "seed": seed}
-            overrides.update({k: v for k, v in fixed.items() if v is not None})
-            reference: SweepRun | None = None
-            for method in methods:
-                coords = {"experiment": name, "method": method, "alpha_conv": ac, "alpha_fc": af, "seed": seed,
-                          **varying}
-                try:
-                    if method != "relief" and (reference is None or reference.config is None):
-                        raise ValueError(f"its NNrelief reference run could not be built "
-                                         f"({reference.error if reference else 'missing'})")
-                    cfg = experiment_config(name, profile, **overrides)
-                    if profile == "smoke" and not cfg.data.synthetic and not _data_present(cfg.data.name, data_path):
-                        warnings.warn(f"{cfg.data.name} is not in {data_path}: the smoke sweep runs {name} on a "
-                                      "SYNTHETIC stand-in (its numbers are not results)", stacklevel=2)
-                        cfg = override(cfg, synthetic=True)
-                    relief = cfg.method.relief
-                    coords.update(alpha_conv=relief.alpha_conv, alpha_fc=relief.alpha_fc, seed=cfg.seed)
-                    if method != "relief" and reference is not None:
-                        cfg = override(cfg, method=method, reference=reference.name.rsplit("/", 1)[0])
-                    run = SweepRun(coords, cfg, reference=reference.name if reference else None,
-                                   name=Run(cfg, data_dir=data_path, device="cpu", progress=False).run_name())
-                except Exception as err:  # an invalid point is reported, the grid goes on
-                    run = SweepRun(coords, None, f"{type(err).__name__}: {err}",
-                                   reference=reference.name if reference else None)
-                if method == "relief":
-                    reference = run
-                runs.setdefault(run.name, run)
-    return list(runs.values())
-
-
-def load_grid(path: str | os.PathLike) -> dict[str, Any]:
-    """A grid from a TOML file: the keys of :data:`GRID_KEYS` (``experiment``, ``alpha_fc``, ``seeds``,
-    ``methods``, ``profile``, a ``[params]`` table, ...); ``name`` defaults to the file's stem."""
-    import tomllib
-
-    with open(path, "rb") as f:
-        grid = tomllib.load(f)
-    unknown = sorted(set(grid) - set(GRID_KEYS))
-    if unknown:
-        raise ValueError(f"{path}: unknown grid key(s) {unknown}; valid keys: {', '.join(GRID_KEYS)}")
-    grid.setdefault("name", Path(path).stem)
-    return grid
-
-
-# ---------------------------------------------------------------------------------------------- one task
-def run_done(folder: str | os.PathLike) -> bool:
-    """Whether the run stored in ``folder`` has made every iteration its config asks for (see
-    :meth:`Run.finished`; a folder without ``config.json`` is not done)."""
-    folder = Path(folder)
-    return (folder / "config.json").exists() and Run.at(folder).finished()
-
-
-def execute_run(config: ExperimentConfig, runs_dir: str | os.PathLike, data_dir: str | os.PathLike,
-                device: str = "auto", threads: int | None = 1, reference: Any = None) -> pd.DataFrame:
-    """Execute (or resume) one run folder and return its metrics: the body of every Dask task.
-
-    ``threads`` sets torch's intra-op threads for the call (1 on a cluster of one process per core);
-    ``reference`` is the NNrelief reference's result, passed only so that Dask orders the tasks."""
-    import torch
-
-    _restore_malloc()
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return Run(config, runs_dir, data_dir, device, progress=False).run()
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _restore_malloc() -> None:
-    """Undo ``MALLOC_TRIM_THRESHOLD_`` (set by Dask's nanny) in this process: trim above 128 MiB and let large
-    blocks come from the heap below 32 MiB, as glibc's dynamic threshold would. No-op off glibc or when unset."""
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:  # mallopt has no Python binding; ctypes is the only way to reach it
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # musl and other libcs do not read the variable
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    libc.mallopt(m_trim_threshold, 128 << 20)
-    libc.mallopt(m_mmap_threshold, 32 << 20)
-
-
-# ---------------------------------------------------------------------------------------------- the client
-def _connect(scheduler: Any) -> tuple[Client, list[Any]]:
-    """A client for ``scheduler`` and what to close afterwards, in order (what this call made, nothing else)."""
-    from distributed import Client, LocalCluster
-
-    if scheduler is None:
-        scheduler = os.environ.get(SCHEDULER_ENV) or None
-    if isinstance(scheduler, Client):
-        return scheduler, []
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
-        client = Client(cluster)
-        return client, [client, cluster]
-    client = Client(scheduler)  # an address, or a cluster object (LocalCluster, SLURMCluster, ...)
-    return client, [client]
-
-
-def _dashboard(client: Client) -> str | None:
-    try:
-        has_dashboard = "dashboard" in client.scheduler_info().get("services", {})
-    except Exception:
-        has_dashboard = False
-    return client.dashboard_link if has_dashboard else None
+__all__ = ["GRID_KEYS", "SweepRun", "add_sweep_command", "aggregate", "execute_run", "expand_grid", "load_grid",
+           "metric_rows", "plot_sweep", "run_done", "run_sweep", "save_sweep", "sweep_report"]
 
 
 def _rows(run: SweepRun, status: str, metrics: pd.DataFrame | None, folder: Path,
@@ -406,204 +205,12 @@ def _submit_all(todo: list[SweepRun], frames: dict[str, pd.DataFrame], runs_dir:
             thing.close()
 
 
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="finished runs", unit="run", disable=not enabled)
-
-
 def _mark(df: pd.DataFrame, profile: str) -> str | None:
     from ..reporting.marks import SYNTHETIC_MARK
 
     if df.synthetic.astype(bool).any():
         return SYNTHETIC_MARK
     return SMOKE_MARK if profile == "smoke" else None
-
-
-# ---------------------------------------------------------------------------------------------- results
-def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of test error % and compression (and FLOPs reduction, val error %) per
-    experiment, method, alphas, other grid settings and iteration; ``n_seeds`` counts the seeds averaged.
-
-    Failed runs (and runs not started) are left out; a run collected unfinished counts at the iterations it has.
-    Works on :func:`run_sweep`'s table or on ``sweep.csv`` read back."""
-    if "wall_time_s" not in df:  # a sweep.csv written before wall time was a column
-        df = df.assign(wall_time_s=float("nan"))
-    ok = df[df.status != "failed"].dropna(subset=["iteration"])
-    keys = [c for c in df.columns if c not in METRIC_COLUMNS and c not in _PER_RUN_COLUMNS and c != "folder"]
-    keys.append("iteration")
-    g = ok.groupby(keys, dropna=False, sort=True)
-    out = g.agg(n_seeds=("seed", "nunique"),
-                test_error_pct_mean=("test_error_pct", "mean"), test_error_pct_std=("test_error_pct", "std"),
-                compression_mean=("compression", "mean"), compression_std=("compression", "std"),
-                flops_reduction_mean=("flops_reduction", "mean"), val_error_pct_mean=("val_error_pct", "mean"),
-                wall_time_s_mean=("wall_time_s", "mean"))
-    return out.reset_index()
-
-
-def _panel_keys(agg: pd.DataFrame) -> list[str]:
-    fixed = {"experiment", "network", "dataset", "method", "synthetic", "iteration", "n_seeds"}
-    return [c for c in agg.columns if c not in fixed and not c.endswith(("_mean", "_std"))]
-
-
-def plot_sweep(agg: pd.DataFrame, experiment: str | None = None, mark: str | None = None) -> plt.Figure:
-    """Test error (%) against compression for one experiment of an aggregated sweep (:func:`aggregate`).
-
-    One panel per setting of the alphas (and other varying settings), one line per method (mean over seeds)
-    with a band of +- one std of the error; baselines are pruned to NNrelief's sparsity, so at each iteration
-    they sit at NNrelief's compression and the panel compares the methods at matched compression. The
-    published points of the network are grey markers in the legend. ``mark`` is stamped across every panel.
-    """
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib import ticker
-
-    from ..reporting.plots import (
-        _finish,
-        _fmt_pct,
-        _fmt_times,
-        _log_ticks,
-        _method_style,
-        _published_points,
-        display_name,
-    )
-
-    experiment = experiment or str(agg.experiment.iloc[0])
-    sub = agg[agg.experiment == experiment]
-    if sub.empty:
-        raise ValueError(f"no rows of experiment {experiment!r}; experiments: {sorted(set(agg.experiment))}")
-    network, dataset = str(sub.network.iloc[0]), str(sub.dataset.iloc[0])
-    panel_keys = [k for k in _panel_keys(sub) if sub[k].nunique(dropna=False) > 1] or _panel_keys(sub)[:2]
-    panels = list(sub.groupby(panel_keys, dropna=False, sort=True)) if panel_keys else [((), sub)]
-    ncols = 2 if len(panels) == 4 else min(len(panels), 3)
-    nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(max(4.6 * ncols, 9), 3.6 * nrows + 2.2), squeeze=False,
-                             sharey=True, layout="constrained")
-    used = list(axes.flat[: len(panels)])
-    for ax in axes.flat[len(panels):]:
-        ax.remove()
-    styles: dict[str, tuple[str, str]] = {}
-    handles: dict[str, Any] = {}
-    for ax, (values, frame) in zip(used, panels):
-        values = values if isinstance(values, tuple) else (values,)
-        for method, m in frame.groupby("method", sort=False):
-            m = m.sort_values("iteration")
-            color, marker = _method_style(method, styles)
-            x, y = m.compression_mean.to_numpy(), m.test_error_pct_mean.to_numpy()
-            std = np.nan_to_num(m.test_error_pct_std.to_numpy())
-            n = int(m.n_seeds.max())
-            line = ax.plot(x, y, color=color, marker=marker, ms=4, lw=1.4,
-                           label=f"{method} (mean of {n} seed{'s' if n != 1 else ''} +- std)")[0]
-            ax.fill_between(x, y - std, y + std, color=color, alpha=0.18, lw=0)
-            handles.setdefault(line.get_label(), line)
-        _published_points(ax, network, lambda c: c)
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, h)
-        ax.set_xscale("log")
-        _log_ticks(ax.xaxis, _fmt_times)
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_fmt_pct))
-        ax.set_title(", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
-                               for k, v in zip(panel_keys, values)), fontsize=10)
-        ax.set_xlabel("compression (log scale)")
-    errors = sub.test_error_pct_mean[sub.test_error_pct_mean > 0]
-    log_y = len(errors) > 0 and errors.max() > 4 * errors.min()  # a far worse method: log keeps the rest readable
-    for ax in used if log_y else ():
-        ax.set_yscale("log")
-        _log_ticks(ax.yaxis, _fmt_pct, 8)
-        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-    for row in axes[:, :1]:
-        if row[0] in used:
-            row[0].set_ylabel(f"test error (%{', log scale' if log_y else ''})")
-    data_name = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(dataset, dataset)
-    fig.suptitle(f"{display_name(network)} on {data_name}: test error vs compression\n"
-                 "(baselines pruned to NNrelief's sparsity at every iteration; band: +- std over seeds)", fontsize=11)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=2, fontsize=8)
-    return _finish(fig, mark, used)
-
-
-def _wall_times(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method: runs, their summed wall time (training and evaluation, every iteration) and its range."""
-    ok = df[df.status != "failed"].dropna(subset=["iteration"])
-    per_run = ok.groupby(["method", "run"], sort=False).agg(seconds=("wall_time_s", "sum"),
-                                                            status=("status", "first")).reset_index()
-    rows = []
-    for method, g in per_run.groupby("method", sort=False):
-        unfinished = int(g.status.eq("partial").sum())
-        rows.append({"method": method, "runs": len(g), "unfinished": unfinished,
-                     "wall time in all": f"{g.seconds.sum():,.0f} s",
-                     "per run": f"{g.seconds.min():,.0f}-{g.seconds.max():,.0f} s"})
-    return pd.DataFrame(rows)
-
-
-def sweep_report(df: pd.DataFrame) -> str:
-    """Markdown of a sweep's table: per experiment and setting, each method's compression and test error (mean ±
-    std over seeds) at every iteration, where NNrelief's mean compression first reaches each published point
-    of the network, and the wall time of the runs. What ``report.md`` of a saved sweep holds."""
-    from ..reporting.published import published_table
-    from ..reporting.tables import equal_compression_table, iteration_table, markdown, mean_std, published_crossings
-
-    agg = aggregate(df)
-    timed = "wall_time_s" in df and bool(df.wall_time_s.notna().any())  # older sweep.csv files have no wall time
-    parts = []
-    if df.synthetic.astype(bool).any():
-        parts.append("**Synthetic stand-in data: these numbers are checks, not results.**\n")
-    not_counted = df[df.status.isin(["failed", "not started"])].drop_duplicates("run")
-    for row in not_counted.itertuples():
-        parts.append(f"- not counted: {row.run} ({row.status}{f': {row.error}' if row.error else ''})")
-    for run, last in df[df.status == "partial"].groupby("run", sort=True).iteration.max().items():
-        parts.append(f"- unfinished: {run} (iterations 0-{last} so far; later iterations average fewer seeds)")
-    keys = ["experiment", *_panel_keys(agg)]
-    for values, sub in agg.groupby(keys, dropna=False, sort=True):
-        setting = ", ".join(f"{k} = {v}" for k, v in zip(keys[1:], values[1:]) if not pd.isna(v))
-        parts.append(f"\n## {values[0]}{f' ({setting})' if setting else ''}\n")
-        parts.append("Mean ± std over seeds of each iteration (iteration 0: the trained dense network).\n")
-        parts.append(markdown(iteration_table(sub)))
-        network = str(sub.network.iloc[0])
-        relief = sub[sub.method == METHOD_LABELS["relief"]]
-        if len(published_table(network)) and len(relief):
-            crossings = published_crossings(relief, network)
-            table = pd.DataFrame({
-                "published method": crossings["published method"],
-                "published": [f"{c:g}x at {e:.2f} %" for c, e in zip(crossings["published compression"],
-                                                                    crossings["published error %"])],
-                "first iteration at or above": crossings["first iteration reaching it"].astype("Int64"),
-                "NNrelief there": [mean_std(e, s_, 2, " %") if not pd.isna(c) else "never reached"
-                                   for c, e, s_ in zip(crossings["our compression"], crossings["our error % (mean)"],
-                                                       crossings["our error % (std)"])],
-                "its compression": [f"{c:.1f}x" if not pd.isna(c) else "" for c in crossings["our compression"]]})
-            parts.append("\nWhere NNrelief's mean compression first reaches each published point:\n")
-            parts.append(markdown(table))
-        if sub.method.nunique() > 1:
-            at = equal_compression_table(sub, COMPARE_AT)
-            if at.shape[1] > 1:
-                parts.append("\nMean test error % at equal compression (interpolated in log compression between "
-                             "iterations; empty: outside a method's range):\n")
-                parts.append(markdown(at))
-        if timed:
-            runs = df.merge(pd.DataFrame([values], columns=keys), on=keys)
-            parts.append("\nWall time (training and evaluation of every iteration, summed per run):\n")
-            parts.append(markdown(_wall_times(runs)))
-    return "\n".join(parts).strip() + "\n"
-
-
-def save_sweep(df: pd.DataFrame, folder: str | os.PathLike, mark: str | None = None) -> Path:
-    """Write ``sweep.csv``, ``aggregate.csv``, ``report.md`` (:func:`sweep_report`) and ``<experiment>.png`` (one
-    figure per experiment) into ``folder``."""
-    import matplotlib.pyplot as plt
-
-    from ..reporting.plots import save_figure
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    df.to_csv(folder / "sweep.csv", index=False)
-    agg = aggregate(df)
-    agg.to_csv(folder / "aggregate.csv", index=False)
-    (folder / "report.md").write_text(sweep_report(df))
-    for experiment in agg.experiment.unique():
-        fig = plot_sweep(agg, experiment, mark=mark)
-        save_figure(fig, folder, paths.safe_name(str(experiment), "experiment name"))
-        plt.close(fig)
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------- notebook

@@ -1,0 +1,125 @@
+"""A run's results files: ``metrics.csv``/``metrics.json`` (one row per iteration), ``layers.csv`` (one row per
+layer and iteration), ``run.json`` (provenance), and reading them back with the model of any iteration."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..core.masks import load_pruned_state_dict
+from ..graph.structure import PruningGraph
+from ..pruning.metrics import layer_table, summary
+from .config import ExperimentConfig
+from .training import evaluate
+
+__all__ = ["RunResults", "json_row"]
+
+
+def json_row(row: dict[str, Any]) -> str:
+    return json.dumps({k: v.item() if hasattr(v, "item") else v for k, v in row.items()}, indent=1)
+
+
+@functools.cache
+def _git_commit() -> str | None:
+    """The commit of the relief_nb checkout this process runs (read once: the code it imported; None when
+    installed from a wheel)."""
+    root = Path(__file__).resolve().parents[2]  # the checkout holding relief_nb/
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class RunResults:
+    """The part of :class:`~relief_nb.experiments.run.Run` that measures the model and writes and reads results."""
+
+    config: ExperimentConfig
+    folder: Path
+    model: torch.nn.Module
+    graph: PruningGraph
+    device: torch.device
+    meta: dict[str, Any]
+
+    def _measure(self) -> dict[str, Any]:
+        ds = self._data()
+        return {
+            "val_acc": evaluate(self.model, self.val_x, self.val_y, ds, self.device),
+            "test_acc": evaluate(self.model, self.test_x, self.test_y, ds, self.device),
+        }
+
+    def _record(self, iteration: int, before: dict[str, Any] | None, wall: float) -> tuple[dict, list[dict]]:
+        after = self._measure()
+        row: dict[str, Any] = {"iteration": iteration}
+        row["val_acc_before"] = before["val_acc"] if before else after["val_acc"]
+        row["test_acc_before"] = before["test_acc"] if before else after["test_acc"]
+        row.update(after)
+        row["test_error"] = 1 - after["test_acc"]
+        row.update(summary(self.model, self.graph))
+        row["wall_time_s"] = wall
+        table = layer_table(self.model, self.graph)
+        layers = [{"iteration": iteration, **r} for r in table.to_dict("records")]
+        return row, layers
+
+    def _write_metrics(self, rows: list[dict], layers: list[dict], stopped_early: bool) -> None:
+        df = pd.DataFrame(rows)
+        df.to_csv(self.folder / "metrics.csv", index=False)
+        tmp = self.folder / ".metrics.json.tmp"
+        tmp.write_text(df.to_json(orient="records", indent=1))
+        os.replace(tmp, self.folder / "metrics.json")
+        pd.DataFrame(layers).to_csv(self.folder / "layers.csv", index=False)
+        self._write_provenance(stopped_early=stopped_early)
+
+    def _write_provenance(self, **extra: Any) -> None:
+        from ..common.version import __version__
+
+        path = self.folder / "run.json"
+        info = json.loads(path.read_text()) if path.exists() else {}
+        info.update(synthetic=self.config.data.synthetic, device=str(self.device), data=self._data().name,
+                    data_fingerprint=self.data_fingerprint(), model_fingerprint=self._model_weights(),
+                    relief_nb=__version__, torch=torch.__version__, **self.meta, **extra)
+        commits = info.setdefault("git_commits", [])  # the code of every process that worked on the run, in order
+        if _git_commit() not in commits:
+            commits.append(_git_commit())
+        info.setdefault("stopped_early", False)
+        tmp = self.folder / ".run.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, path)
+
+    def metrics(self) -> pd.DataFrame:
+        """One row per iteration, up to the last one this config's stopping rules ask for (a longer run of the
+        same settings may have made more)."""
+        path = self.folder / "metrics.csv"
+        if not path.exists():
+            return pd.DataFrame()
+        df = pd.read_csv(path)
+        return df[df.iteration <= self._wanted_last(df.to_dict("records"))].reset_index(drop=True)
+
+    def layers(self) -> pd.DataFrame:
+        path = self.folder / "layers.csv"
+        if not path.exists():
+            return pd.DataFrame()
+        df = pd.read_csv(path, dtype={"layer": str})
+        metrics = self.metrics()
+        last = metrics.iteration.max() if len(metrics) else -1
+        return df[df.iteration <= last].reset_index(drop=True)
+
+    def load_model(self, iteration: int | None = None) -> torch.nn.Module:
+        """The pruned model after ``iteration`` (default: the last one this config asks for), masks installed."""
+        if iteration is None:
+            metrics = self.metrics()
+            iteration = int(metrics.iteration.max()) if len(metrics) else 0
+        path = self.iteration_folder(iteration) / "model.pt"
+        model = self._build_model(self._data())
+        load_pruned_state_dict(model, torch.load(path, map_location="cpu"))
+        return model

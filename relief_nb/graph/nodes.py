@@ -1,0 +1,169 @@
+"""What the dependency graph is made of: prunable layers (:class:`GraphLayer`), residual merges (:class:`Merge`)
+and their gates (:class:`Gate`), normalizations (:class:`Norm`), the graph itself (:class:`ModelGraph`), and what
+the walk knows about one tensor (:class:`UnitMap`). The walk that builds them is :mod:`relief_nb.graph.trace`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..core.masks import current_mask
+
+__all__ = ["Back", "Gate", "GraphLayer", "Merge", "ModelGraph", "Norm", "UnitMap", "UnsupportedModuleError",
+           "alive_units", "fixed_map", "layer_reads", "shape_of"]
+
+
+class UnsupportedModuleError(TypeError):
+    """The model contains a module or an operation NNrelief cannot reason about."""
+
+
+@dataclass
+class GraphLayer:
+    """A Conv2d or Linear layer: its units are its output channels / neurons."""
+
+    name: str
+    module: nn.Conv2d | nn.Linear
+    bn: nn.BatchNorm2d | nn.BatchNorm1d | None = None  # a BatchNorm that reads this layer's output directly
+    bn_name: str | None = None
+    out_shape: tuple[int, ...] = ()  # per example, e.g. (C, H, W), (F,) or (T, F)
+    in_shape: tuple[int, ...] = ()
+    features_per_channel: int = 1  # > 1 for a Linear that reads a flattened conv map
+    input_map: dict[str, torch.Tensor] = field(default_factory=dict)  # source layer -> unit per input feature
+    input_merged: torch.Tensor | None = None  # per input feature: mixes several units / fixed signal
+    input_fixed: torch.Tensor | None = None  # per input feature: carries a fixed (unprunable) signal
+
+    @property
+    def kind(self) -> str:
+        return "conv" if isinstance(self.module, nn.Conv2d) else "linear"
+
+    @property
+    def in_units(self) -> int:
+        m = self.module
+        units = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+        return units // self.features_per_channel
+
+    @property
+    def out_units(self) -> int:
+        m = self.module
+        return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+
+    def layers(self) -> list[GraphLayer]:
+        return [self]
+
+
+@dataclass
+class Gate:
+    """A per-channel mask buffer multiplied into a branch (the option-A shortcut mask)."""
+
+    module: nn.Module
+    buffer: str
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return getattr(self.module, self.buffer)
+
+
+@dataclass
+class Merge:
+    """A residual addition: per channel, each branch may be cut by the residual rule.
+
+    ``cuts[i]`` says how branch ``i`` is cut: a layer name (remove that filter), a :class:`Gate` (close it), or
+    None (an identity shortcut or a sum: nothing to cut)."""
+
+    node: str
+    axis: int
+    ndim: int
+    cuts: list[str | Gate | None]
+
+
+@dataclass
+class Norm:
+    """A BatchNorm / LayerNorm whose channels carry ``input_map``: masked where every unit it carries is removed."""
+
+    name: str
+    module: nn.Module
+    input_map: dict[str, torch.Tensor]
+    fixed: torch.Tensor  # per channel: carries a fixed (unprunable) signal
+    direct: str | None  # the layer it reads directly (nothing in between), if any
+
+
+@dataclass
+class UnitMap:
+    """What the walk knows about one tensor: its unit axis and, per prunable layer, the unit at each position."""
+
+    axis: int = -1
+    cmap: dict[str, torch.Tensor] = field(default_factory=dict)
+    merged: torch.Tensor | None = None
+    fixed: torch.Tensor | None = None  # per channel: carries signal of no prunable unit (input, constant, ...)
+
+    @property
+    def is_fixed(self) -> bool:
+        return not self.cmap
+
+
+def fixed_map(n: int = 0) -> UnitMap:
+    """A tensor that carries no prunable unit (the input, a constant, an ignored module's output)."""
+    return UnitMap(-1, {}, torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool))
+
+
+def shape_of(node: fx.Node) -> tuple[int, ...] | None:
+    """The tensor shape recorded for ``node`` by the trace's shape pass (None: not a tensor)."""
+    return node.meta.get("relief_shape")
+
+
+Back = Callable[[torch.Tensor], list[tuple[fx.Node, torch.Tensor]]]
+
+
+@dataclass
+class ModelGraph:
+    """The traced dependency graph. ``layers()`` lists prunable layers in execution order."""
+
+    gm: fx.GraphModule
+    input_shape: tuple[int, ...]
+    layer_map: dict[str, GraphLayer]
+    node_layer: dict[str, str]  # fx node name -> layer name
+    merges: list[Merge]
+    norms: list[Norm]
+    escapes: dict[str, torch.Tensor]  # per layer: units read by something that is not a prunable layer, or merged
+    back: dict[str, Back]  # per fx node: needed channels of its output -> needed channels of its inputs
+    out_axis: dict[str, int]  # per fx node with a tensor value: its unit axis (-1: fixed)
+    out_len: dict[str, int]
+    links: dict[str, tuple] = field(default_factory=dict)  # per fx node: how its unit axis follows its inputs
+    fixed_pos: dict[str, torch.Tensor] = field(default_factory=dict)  # per fx node: positions of fixed signal
+    ignored: tuple[str, ...] = ()
+    chain: bool = True  # each layer reads only the one before it, through pass-through ops (the exporter's case)
+
+    @property
+    def nodes(self) -> list[GraphLayer]:
+        return list(self.layer_map.values())
+
+    def layers(self) -> list[GraphLayer]:
+        return list(self.layer_map.values())
+
+    def layer(self, name: str) -> GraphLayer:
+        if name in self.layer_map:
+            return self.layer_map[name]
+        raise KeyError(f"no prunable layer named {name!r}; layers: {list(self.layer_map)}")
+
+
+def layer_reads(layer: GraphLayer) -> torch.Tensor:
+    """Boolean per input feature of ``layer``: does any surviving connection read it?"""
+    m = layer.module
+    mask = current_mask(m, "weight") != 0
+    if mask.ndim == 4:
+        g = m.groups
+        return mask.reshape(g, mask.shape[0] // g, mask.shape[1], -1).any(dim=3).any(dim=1).reshape(-1)
+    return mask.any(dim=0)
+
+
+def alive_units(layer: GraphLayer) -> torch.Tensor:
+    """Boolean per unit of ``layer``: does it keep an incoming connection or its bias?"""
+    m = layer.module
+    alive = (current_mask(m, "weight") != 0).reshape(layer.out_units, -1).any(dim=1)
+    if getattr(m, "bias", None) is not None:
+        alive |= current_mask(m, "bias") != 0
+    return alive

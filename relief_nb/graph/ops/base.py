@@ -1,0 +1,81 @@
+"""The walker's state and the helpers every op family uses: where a node is, refusing it, passing units through."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..nodes import Back, Gate, GraphLayer, Merge, Norm, UnitMap, UnsupportedModuleError, fixed_map, shape_of
+
+__all__ = ["WalkerBase", "ignored"]
+
+
+def ignored(path: str, ignore: tuple[str, ...]) -> bool:
+    """Whether module ``path`` is one named in ``ignore=`` or lies inside one."""
+    return any(path == p or path.startswith(p + ".") for p in ignore)
+
+
+class WalkerBase:
+    """One walk over a traced model: per fx node, its :class:`UnitMap` (``vals``), how needed channels of its output
+    map back to its inputs (``back``) and how its unit axis follows its inputs (``links``, for export)."""
+
+    def __init__(self, model: nn.Module, gm: fx.GraphModule, input_shape: tuple[int, ...],
+                 ignore: tuple[str, ...]) -> None:
+        self.model, self.gm, self.input_shape, self.ignore = model, gm, input_shape, ignore
+        self.modules = dict(model.named_modules())
+        self.vals: dict[str, UnitMap | None] = {}
+        self.layers: dict[str, GraphLayer] = {}
+        self.node_layer: dict[str, str] = {}
+        self.merges: list[Merge] = []
+        self.norms: list[Norm] = []
+        self.escapes: dict[str, torch.Tensor] = {}
+        self.back: dict[str, Back] = {}
+        self.chain = True
+        self.gates: dict[str, Gate] = {}  # fx node name of a gate mul -> gate
+        self.links: dict[str, tuple] = {}  # fx node name -> how its unit axis relates to its inputs' (export)
+
+    def where(self, node: fx.Node) -> str:
+        if node.op == "call_module":
+            return f"module {node.target} ({type(self.modules[node.target]).__name__})"
+        target = getattr(node.target, "__name__", str(node.target))
+        stack = node.meta.get("nn_module_stack")
+        inside = f" inside module {list(stack)[-1]}" if stack else ""
+        return f"op {target} (fx node {node.name}{inside})"
+
+    def refuse(self, node: fx.Node, why: str) -> None:
+        raise UnsupportedModuleError(
+            f"{self.where(node)}: {why}; NNrelief cannot prune through it. Pass the path of the module that "
+            "contains it in ignore= to leave that part dense")
+
+    def escape(self, val: UnitMap) -> None:
+        for src, idx in val.cmap.items():
+            hit = idx[idx >= 0]
+            self.escapes[src][hit] = True
+
+    def tensor_args(self, node: fx.Node) -> list[fx.Node]:
+        return [a for a in node.all_input_nodes if self.vals.get(a.name) is not None]
+
+    def passthrough(self, node: fx.Node, src: fx.Node) -> None:
+        self.vals[node.name] = self.vals[src.name]
+        self.back[node.name] = lambda need, src=src: [(src, need)]
+        self.links[node.name] = ("pass", src)
+
+    def moved(self, node: fx.Node, src: fx.Node, val: UnitMap, axis: int) -> None:
+        """The same units on another axis (transpose, permute, a reduction or an index of other dims)."""
+        self.vals[node.name] = UnitMap(axis, val.cmap, val.merged, val.fixed)
+        self.back[node.name] = lambda need, src=src: [(src, need)]
+        self.links[node.name] = ("pass", src)
+
+    def opaque(self, node: fx.Node) -> None:
+        """All tensor inputs are read whole; the output is fixed."""
+        ins = self.tensor_args(node)
+        for a in ins:
+            self.escape(self.vals[a.name])
+        self.vals[node.name] = fixed_map() if shape_of(node) is not None else None
+        self.back[node.name] = lambda need, ins=ins: [(a, None) for a in ins]
+        self.links[node.name] = ("opaque", ins)
+
+    def need_axis(self, node: fx.Node, val: UnitMap, axis: int, ndim: int) -> None:
+        if not val.is_fixed and val.axis % ndim != axis % ndim:
+            self.refuse(node, f"it needs the units on dim {axis}, but they are on dim {val.axis}")

@@ -1,0 +1,51 @@
+"""Prunable layers: a Conv2d or Linear is a new source of units, ``arange(units)``, that reads its input axis
+through its kernels (a grouped / depthwise conv's filter reads the input channels of its group only)."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..nodes import GraphLayer, UnitMap, layer_reads
+from .base import WalkerBase
+
+__all__ = ["LayerOps"]
+
+
+class LayerOps(WalkerBase):
+    def layer(self, node: fx.Node, path: str, m: nn.Conv2d | nn.Linear, val: UnitMap,
+              in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
+        if path in self.layers:
+            self.refuse(node, "a Conv2d / Linear layer called twice in forward (shared weights) cannot be pruned "
+                              "per call")
+        conv = isinstance(m, nn.Conv2d)
+        if conv and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
+            self.refuse(node, "only numeric zero padding is supported")
+        axis = 1 if conv else len(in_shape) - 1
+        self.need_axis(node, val, axis, len(in_shape))
+        n_in = in_shape[axis]
+        cmap = val.cmap if not val.is_fixed else {}
+        merged = val.merged if not val.is_fixed else torch.ones(n_in, dtype=torch.bool)
+        fixed = val.fixed if not val.is_fixed else torch.ones(n_in, dtype=torch.bool)
+        fpc = 1
+        if len(cmap) == 1:
+            (idx,) = cmap.values()
+            units = self.layers[next(iter(cmap))].out_units
+            if n_in % units == 0 and torch.equal(idx, torch.arange(units).repeat_interleave(n_in // units)):
+                fpc = n_in // units
+        prev = list(self.layers.values())[-1].name if self.layers else None
+        if (set(cmap) != ({prev} if prev else set())) or bool(merged.any()) and prev is not None:
+            self.chain = False
+        layer = GraphLayer(path, m, out_shape=tuple(out_shape[1:]), in_shape=tuple(in_shape[1:]),
+                           features_per_channel=fpc, input_map=cmap, input_merged=merged, input_fixed=fixed)
+        self.layers[path] = layer
+        self.node_layer[node.name] = path
+        n_out = layer.out_units
+        self.escapes[path] = torch.zeros(n_out, dtype=torch.bool)
+        out_axis = 1 if conv else len(out_shape) - 1
+        self.vals[node.name] = UnitMap(out_axis, {path: torch.arange(n_out)}, torch.zeros(n_out, dtype=torch.bool),
+                                       torch.zeros(n_out, dtype=torch.bool))
+        src = node.all_input_nodes[0]
+        self.back[node.name] = lambda need, src=src, layer=layer: [(src, layer_reads(layer))]
+        self.links[node.name] = ("layer", src)
