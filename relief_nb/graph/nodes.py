@@ -66,6 +66,15 @@ class Gate:
     def mask(self) -> torch.Tensor:
         return getattr(self.module, self.buffer)
 
+    def close(self, need: torch.Tensor) -> torch.Tensor:
+        """Close the channels nothing downstream needs; return, on the host, the channels still needed and open.
+
+        One of the two places where the graph's bookkeeping (boolean channel maps, kept on the CPU by design)
+        meets the model's tensors (on the model's device); the other is ``remove_units``."""
+        mask = self.mask
+        mask.mul_(need.to(mask.device, mask.dtype))
+        return need & (mask != 0).cpu()
+
 
 @dataclass
 class Merge:

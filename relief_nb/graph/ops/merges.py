@@ -33,10 +33,7 @@ class MergeOps(WalkerBase):
             self.gates[node.name] = gate
             self.vals[node.name] = val
 
-            def back(need: torch.Tensor, gate: Gate = gate) -> list:
-                gate.mask.mul_(need.to(gate.mask.dtype))  # nobody reads the channel: close the gate
-                return [(src, need & (gate.mask != 0))]
-            self.back[node.name] = back
+            self.back[node.name] = lambda need, gate=gate: [(src, gate.close(need))]  # nobody reads it: closed
             self.links[node.name] = ("gate", src, gate)
             return
         # a scale by a constant or parameter: units pass through (a removed unit still emits zero)
