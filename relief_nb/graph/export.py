@@ -34,6 +34,7 @@ from torch import nn
 
 from ..core.masks import effective, is_pruned, make_permanent, refresh_weights
 from ..core.modes import eval_mode
+from ..core.precision import strict_fp32
 from ..models.zoo import OptionAShortcut
 from .structure import PruningGraph, trace_model
 from .trace import ModelGraph, alive_units
@@ -266,6 +267,7 @@ def take(t: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tensor | None = N
 
 
 @torch.no_grad()
+@strict_fp32()  # traced, sliced and checked in full float32 (relief_nb.core.precision)
 def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear: bool = False,
                   graph: PruningGraph | None = None, ignore: tuple[str, ...] = (),
                   probe: torch.Tensor | None = None) -> nn.Module:
@@ -357,7 +359,7 @@ def _check_against(model: nn.Module, exported: nn.Module, input_shape: tuple[int
     if probe is None:
         gen = torch.Generator().manual_seed(0)
         probe = torch.randn(8, *input_shape, generator=gen).to(param.device, param.dtype)
-    with eval_mode(model):
+    with eval_mode(model), strict_fp32():  # the tolerance below is for float32, not TF32
         expected = model(probe)
         try:
             got = exported(probe)

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..core.masks import current_mask, raw_weight, shrink_mask
 from ..core.modes import eval_mode
+from ..core.precision import strict_fp32
 from ..graph.structure import PruningGraph
 from .budget import Budget, _check_call, _device, _keep_largest, _per_layer_plan, _remaining, _weight
 from .statistics import all_finite
@@ -123,7 +124,7 @@ class SnipMethod(_SaliencyMethod):
         try:
             for p in params:
                 p.requires_grad_(True)
-            with eval_mode(graph.gm, no_grad=False) as model, torch.enable_grad():
+            with eval_mode(graph.gm, no_grad=False) as model, torch.enable_grad(), strict_fp32():
                 logits = model(inputs.to(device))
                 if logits.ndim != 2 or not all_finite(logits):
                     raise ValueError(f"{self.name} needs finite logits (N, classes) from the model, got "
@@ -166,7 +167,7 @@ class MagActMethod(_SaliencyMethod):
 
         handles = [module.register_forward_pre_hook(recorder(layer)) for layer, module, _ in plan]
         try:
-            with eval_mode(graph.gm) as model:
+            with eval_mode(graph.gm) as model, strict_fp32():
                 model(inputs.to(_device(graph)))
         finally:
             for h in handles:

@@ -53,6 +53,7 @@ from ..core.masks import (
     restore_masks,
 )
 from ..core.modes import eval_mode
+from ..core.precision import strict_fp32
 from ..core.scores import (
     CONV_AGGREGATIONS,
     ConvAggregation,
@@ -203,6 +204,7 @@ def _prepare(model: nn.Module, batch: torch.Tensor, config: ReliefConfig | None,
 
 
 @torch.no_grad()
+@strict_fp32()  # scores in full float32 whatever the GPU's TF32 settings (relief_nb.core.precision)
 def relief_prune(
     model: nn.Module,
     batch: torch.Tensor,
@@ -289,6 +291,7 @@ def _prune(model: nn.Module, batch: torch.Tensor, config: ReliefConfig, graph: P
 
 
 @torch.no_grad()
+@strict_fp32()
 def score_layers(
     model: nn.Module,
     batch: torch.Tensor,
