@@ -85,9 +85,11 @@ class ReliefWarning(UserWarning):
 
 
 def _warn(message: str) -> None:
-    """Emit a :class:`ReliefWarning` attributed to the first caller outside relief_nb (and torch's decorators)."""
+    """Emit a :class:`ReliefWarning` attributed to the first caller outside relief_nb (and the decorators of torch
+    and contextlib)."""
     level, frame = 2, sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in ("relief_nb", "torch"):
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in ("relief_nb", "torch",
+                                                                                          "contextlib"):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, ReliefWarning, stacklevel=level)
 
