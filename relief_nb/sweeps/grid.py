@@ -22,7 +22,7 @@ __all__ = ["GRID_KEYS", "SweepRun", "expand_grid", "load_grid"]
 
 # keys of a grid, in a TOML file and as run_sweep's arguments (the CLI's options spell them with dashes)
 GRID_KEYS = ("experiment", "alpha_conv", "alpha_fc", "seeds", "methods", "profile", "params", "name", "device",
-             "retries")
+             "retries", "runs_per_gpu")
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
               params: Mapping[str, Any] | None = None, *, scheduler: Any = None,
               results_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
               device: str = "auto", retries: int = 2, progress: bool = True, name: str | None = None,
+              runs_per_gpu: int = 1,
               save: bool = False, execute: bool = True) -> pd.DataFrame:
     """Run a grid (see :func:`expand_grid` and the module docstring) on Dask; return the tidy table.
 
@@ -148,7 +149,7 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
             frames[run.name] = _rows(run, "partial" if len(partial) else "not started", partial, runs_dir)
     address = None
     if todo:
-        address = _submit_all(todo, frames, runs_dir, data, device, retries, progress, scheduler)
+        address = _submit_all(todo, frames, runs_dir, data, device, retries, progress, scheduler, runs_per_gpu)
     df = _order(pd.concat([frames[r.name] for r in runs], ignore_index=True))
     df["iteration"] = df.iteration.astype("Int64")  # NA on a failed run's row
     failed = int(df.drop_duplicates("run").status.eq("failed").sum())
@@ -164,11 +165,11 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
 
 
 def _submit_all(todo: list[SweepRun], frames: dict[str, pd.DataFrame], runs_dir: Path, data: Path, device: str,
-                retries: int, progress: bool, scheduler: Any) -> str:
+                retries: int, progress: bool, scheduler: Any, runs_per_gpu: int = 1) -> str:
     """Submit every run not yet done (baselines depending on their reference's future), collect as they finish."""
     from distributed import as_completed
 
-    client, owned = _connect(scheduler)
+    client, owned = _connect(scheduler, device, runs_per_gpu)
     try:
         link = _dashboard(client)
         if progress:
@@ -241,7 +242,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     grid: dict[str, Any] = load_grid(args.grid) if args.grid else {}
     cli = {"experiment": args.experiment, "alpha_conv": args.alpha_conv, "alpha_fc": args.alpha_fc,
            "seeds": args.seeds, "methods": args.methods, "profile": args.profile, "name": args.name,
-           "device": args.device, "retries": args.retries}
+           "device": args.device, "retries": args.retries, "runs_per_gpu": args.runs_per_gpu}
     grid.update({k: v for k, v in cli.items() if v is not None})  # the command line wins over the file
     grid["params"] = {**grid.get("params", {}), **parse_assignments(args.param)}
     if not grid.get("experiment"):
@@ -289,6 +290,8 @@ def add_sweep_command(sub: Any) -> None:
                    "of one single-threaded process per core)")
     p.add_argument("--name", help="the sweep's folder name (default: the grid file's stem, else a hash)")
     p.add_argument("--retries", type=int, help="Dask retries of a failed task (default 2)")
+    p.add_argument("--runs-per-gpu", type=int, help="runs sharing one GPU at a time on the default local cluster "
+                   "(dask-cuda's LocalCUDACluster, chosen when CUDA is present; default 1)")
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--data-dir", default=str(paths.default_data_dir()))
     p.add_argument("--results-dir", default=str(paths.default_results_dir()))
