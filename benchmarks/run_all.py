@@ -11,6 +11,7 @@ import bench_mask_overhead
 import bench_prune_pass
 import bench_subnormals
 import bench_sweep
+import bench_train_loop
 import torch
 from common import markdown_table
 
@@ -27,6 +28,7 @@ def main() -> None:
         ("CPU inference: exported vs dense (after pruning)", bench_inference.main(args)),
         ("A sweep's runs: one by one in-process vs on the default Dask LocalCluster", bench_sweep.main(args)),
         ("One training step: subnormal weights and Adam state vs flushed", bench_subnormals.main(args)),
+        ("One epoch and one evaluation: the device-resident loop vs the loop it replaced", bench_train_loop.main(args)),
     ]
     text = [f"# Benchmarks\n\ntorch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
             "reproduce with `make bench` (or `python benchmarks/run_all.py`).\n"]

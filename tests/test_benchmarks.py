@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
 @pytest.mark.parametrize("module", ["bench_prune_pass", "bench_mask_overhead", "bench_compact", "bench_inference",
-                                    "bench_sweep", "bench_subnormals"])
+                                    "bench_sweep", "bench_subnormals", "bench_train_loop"])
 def test_benchmark_runs_in_quick_mode(module, tmp_path, capsys):
     mod = __import__(module)
     args = ["--quick"] + (["--runs", str(tmp_path)] if module == "bench_inference" else [])
@@ -34,3 +34,14 @@ def test_compact_benchmark_over_a_runs_iterations(tmp_path, capsys):
     assert float(total["compact_epoch_s"]) == pytest.approx(sum(float(r["compact_epoch_s"]) for r in rows[:-1]),
                                                            abs=2e-3)
     assert "1 threads" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_gpu_acceptance_script_dry_runs_on_the_cpu(tmp_path, capsys):
+    """benchmarks/gpu_check.py is one command on a GPU machine; here its quick CPU dry run must pass end to end."""
+    import gpu_check
+
+    assert gpu_check.main(["--device", "cpu", "--quick", "--out", str(tmp_path), "--minutes", "0.01"]) == 0
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert "DRY RUN ON THE CPU" in report and "**PASSED**" in report
+    assert "| lenet300-100 | ok | ok | accepted | ok |" in report

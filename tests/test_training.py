@@ -38,3 +38,73 @@ def test_an_epoch_leaves_no_subnormal_weight_or_adam_state():
                if torch.is_tensor(v) and v.is_floating_point())
     assert (model.weight[:, 1:].abs() > 1e-3).all()  # the trained weights are untouched
     assert torch.tensor([1e-39]).mul(1.0).item() != 0  # flush-to-zero was on for the epoch only
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+import copy  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from relief_nb import synthetic_dataset  # noqa: E402
+from relief_nb.experiments.training import evaluate  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from legacy_loop import legacy_evaluate, legacy_train_epoch  # noqa: E402
+
+
+def small_cifar():
+    ds = synthetic_dataset("cifar10", n_train=600, n_test=200, seed=0)  # augmented: random crops and flips
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(),
+                          nn.Linear(8 * 8 * 8, 10))
+    return ds, model
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_device_resident_loop_gives_the_old_loops_weights_on_the_cpu(optimizer):
+    ds, model = small_cifar()
+    twin = copy.deepcopy(model)
+    cfg = TrainConfig(2, optimizer=optimizer, batch_size=64)
+    cpu = torch.device("cpu")
+    results = []
+    for net, epoch_fn in ((model, train_epoch), (twin, legacy_train_epoch)):
+        opt, sched = make_optimizer(net, cfg)
+        g = torch.Generator().manual_seed(3)
+        losses = [epoch_fn(net, ds.train_x, ds.train_y, ds, cfg, opt, cpu, g) for _ in range(cfg.epochs)]
+        results.append((losses, [p.detach().clone() for p in net.parameters()]))
+    (new_losses, new_params), (old_losses, old_params) = results
+    assert all(torch.equal(a, b) for a, b in zip(new_params, old_params))
+    assert new_losses == pytest.approx(old_losses, rel=1e-12)
+    assert evaluate(model, ds.test_x, ds.test_y, ds, cpu) == legacy_evaluate(twin, ds.test_x, ds.test_y, ds, cpu)
+
+
+def test_the_loop_keeps_every_tensor_on_the_device():
+    """Under the CPU stand-in for a GPU (tests/device_guard.py), with the data on the device as a run puts it."""
+    from device_guard import DeviceGuard
+
+    ds, model = small_cifar()
+    cfg = TrainConfig(1, batch_size=64)
+    opt, _ = make_optimizer(model, cfg)
+    guard = DeviceGuard(model, ds.train_x, ds.train_y, ds.test_x, ds.test_y)
+    with guard:
+        device = ds.train_x.device  # reads as "the device" under the guard
+        train_epoch(model, ds.train_x, ds.train_y, ds, cfg, opt, device, torch.Generator().manual_seed(0))
+        evaluate(model, ds.test_x, ds.test_y, ds, device)
+    assert guard.violations == [], "\n".join(guard.violations[:5])
+
+
+def test_bf16_autocast_is_an_option_that_changes_training_only_when_asked():
+    ds, model = small_cifar()
+    twin = copy.deepcopy(model)
+    cpu = torch.device("cpu")
+    for net, precision in ((model, "fp32"), (twin, "bf16")):
+        cfg = TrainConfig(1, batch_size=64, precision=precision)
+        opt, _ = make_optimizer(net, cfg)
+        loss = train_epoch(net, ds.train_x, ds.train_y, ds, cfg, opt, cpu, torch.Generator().manual_seed(0))
+        assert loss == loss and loss < 10  # finite
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+    assert TrainConfig().precision == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        TrainConfig(precision="fp16")

@@ -99,9 +99,11 @@ def random_crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator |
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False,
             generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of (uint8 images, labels), reshuffled on every call when ``shuffle``."""
+    """Mini-batches of (uint8 images, labels), reshuffled on every call when ``shuffle`` (the order drawn from
+    ``generator`` on the CPU, the same on every device, and moved to the data's device once per call)."""
     n = x.shape[0]
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(x.device)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         yield x[idx], y[idx]

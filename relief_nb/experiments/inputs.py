@@ -78,11 +78,18 @@ class RunInputs:
 
     @property
     def test_x(self) -> torch.Tensor:
-        return self._data().test_x
+        return self._on_device("test_x")
 
     @property
     def test_y(self) -> torch.Tensor:
-        return self._data().test_y
+        return self._on_device("test_y")
+
+    def _on_device(self, name: str) -> torch.Tensor:
+        """The test split on the run's device, moved there once."""
+        cache = self.__dict__.setdefault("_device_copies", {})
+        if name not in cache:
+            cache[name] = getattr(self._data(), name).to(self.device)
+        return cache[name]
 
     def _build_model(self, ds: Dataset, seed: int | None = None) -> torch.nn.Module:
         """The model with its initial weights: seeded by ``seed`` (default ``config.seed``) whatever builds it."""
@@ -112,7 +119,9 @@ class RunInputs:
                              f"images); for example val_size={max(1, len(ds.train_y) // 10)}")
         if cfg.method.name != "relief":
             self._reference_layers()  # the reference run must exist before a baseline writes anything
-        self.train_x, self.train_y, self.val_x, self.val_y = ds.split_validation(cfg.data.val_size, cfg.seed)
+        split = ds.split_validation(cfg.data.val_size, cfg.seed)
+        # moved to the device once, as uint8: training and evaluation then cut their batches there
+        self.train_x, self.train_y, self.val_x, self.val_y = (t.to(self.device) for t in split)
         g = torch.Generator().manual_seed(cfg.seed + 1)
         idx = torch.randperm(len(self.train_y), generator=g)[: cfg.data.scoring_size]
         self.scoring_batch = prepare(self.train_x[idx], ds, self.device)  # fixed, no augmentation
