@@ -14,7 +14,20 @@ from torch import nn
 from ..core.masks import current_mask
 
 __all__ = ["Back", "Gate", "GraphLayer", "Merge", "ModelGraph", "Norm", "UnitMap", "UnsupportedModuleError",
-           "alive_units", "fixed_map", "layer_reads", "shape_of"]
+           "alive_units", "fixed_map", "layer_reads", "shape_of", "to_host", "to_model"]
+
+
+def to_host(t: torch.Tensor) -> torch.Tensor:
+    """A model tensor (statistics, masks) brought to the graph's bookkeeping, which lives on the CPU by design:
+    channel maps and needed-channel masks are small and indexed element by element."""
+    return t.detach().cpu()
+
+
+def to_model(t: torch.Tensor, like: torch.Tensor, dtype: bool = False) -> torch.Tensor:
+    """Bookkeeping brought next to the model tensor ``like`` (its device; its dtype too with ``dtype``). With
+    :func:`to_host` the only crossing between the graph and the model: the device guard
+    (tests/test_device_guard.py) checks that no other place mixes them."""
+    return t.to(like.device, like.dtype) if dtype else t.to(like.device)
 
 
 class UnsupportedModuleError(TypeError):
@@ -69,11 +82,11 @@ class Gate:
     def close(self, need: torch.Tensor) -> torch.Tensor:
         """Close the channels nothing downstream needs; return, on the host, the channels still needed and open.
 
-        One of the two places where the graph's bookkeeping (boolean channel maps, kept on the CPU by design)
-        meets the model's tensors (on the model's device); the other is ``remove_units``."""
+        The graph's bookkeeping (on the CPU) meets the model's buffer here, through :func:`to_model` and
+        :func:`to_host`."""
         mask = self.mask
-        mask.mul_(need.to(mask.device, mask.dtype))
-        return need & (mask != 0).cpu()
+        mask.mul_(to_model(need, mask, dtype=True))
+        return to_host(need) & to_host(mask != 0)
 
 
 @dataclass

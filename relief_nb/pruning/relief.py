@@ -59,6 +59,7 @@ from ..core.scores import (
     ConvAggregation,
 )
 from ..core.selection import SELECTION_RULES, SelectionRule, check_alpha
+from ..graph.nodes import to_model
 from ..graph.structure import LayerNode, PruningGraph, trace_model
 from ..graph.trace import Gate, Merge, alive_units
 from .statistics import _connection_scores, _Statistics, all_finite
@@ -256,16 +257,16 @@ def _prune(model: nn.Module, batch: torch.Tensor, config: ReliefConfig, graph: P
             if config.dead_units:
                 dead = _dead_units(graph, st, layer)
                 if bool(dead.any()):
-                    _kill_units(keep, dead.to(keep["weight"].device))
+                    _kill_units(keep, to_model(dead, keep["weight"]))
             keeps[layer.name] = keep
 
     def residual(group: list[Merge], st: _Statistics, alpha: float) -> None:
         for merge in group:
             for cut, target in zip(_residual_rule(merge, st, alpha), merge.cuts):
                 if isinstance(target, Gate):
-                    target.mask.mul_((~cut).to(target.mask.device, target.mask.dtype))
+                    target.close(~cut)
                 elif target is not None and target in keeps:
-                    _kill_units(keeps[target], cut.to(keeps[target]["weight"].device))
+                    _kill_units(keeps[target], to_model(cut, keeps[target]["weight"]))
                 elif target is not None:
                     remove_units(graph.layer(target), cut)
 

@@ -8,6 +8,7 @@ import torch
 
 from ..core.masks import current_mask, is_pruned, raw_weight, shrink_mask
 from ..core.selection import SelectionRule, select
+from ..graph.nodes import to_host, to_model
 from ..graph.structure import LayerNode, PruningGraph
 from ..graph.trace import Merge, alive_units
 from .statistics import _Statistics
@@ -75,7 +76,7 @@ def _dead_units(graph: PruningGraph, stats: _Statistics, layer: LayerNode) -> to
             blocked[idx[present]] = True
             continue
         blocked[idx[present & ~alone]] = True
-        cmax = cmax.detach().to('cpu', peak.dtype)
+        cmax = to_host(cmax).to(peak.dtype)
         peak.scatter_reduce_(0, idx[alone], cmax[alone], "amax")
         seen[idx[alone]] = True
     return seen & ~blocked & (peak == 0)
@@ -115,7 +116,7 @@ def _backward_sweep(graph: PruningGraph) -> None:
         layer_name = graph.node_layer.get(node.name)
         if layer_name is not None:
             layer = graph.layer(layer_name)
-            remove_units(layer, ~wanted.to(current_mask(layer.module).device))
+            remove_units(layer, to_model(~wanted, current_mask(layer.module)))
         for src, t in back(wanted):
             if graph.out_axis.get(src.name, -1) < 0:
                 continue
@@ -123,7 +124,7 @@ def _backward_sweep(graph: PruningGraph) -> None:
             if t is None or old is None:
                 need[src.name] = None
             else:
-                t = t.cpu().bool()
+                t = to_host(t).bool()
                 need[src.name] = t if old is False else old | t
 
 
@@ -131,7 +132,7 @@ def _mask_removed_norms(graph: PruningGraph) -> None:
     """A channel of a BatchNorm / LayerNorm whose every unit is removed (no incoming weight, no bias) is masked."""
     if not graph.norms:
         return
-    alive = {layer.name: alive_units(layer).cpu() for layer in graph.layers()}
+    alive = {layer.name: to_host(alive_units(layer)) for layer in graph.layers()}
     for norm in graph.norms:
         if not norm.input_map or getattr(norm.module, "weight", None) is None:
             continue
