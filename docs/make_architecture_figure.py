@@ -7,10 +7,10 @@ Each row is a layer (top: may import everything below it); each box is a subpack
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import tomllib
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 ROOT = Path(__file__).resolve().parent.parent

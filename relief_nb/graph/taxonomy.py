@@ -1,27 +1,181 @@
-"""How the walk classifies what it meets: modules and functions by role (elementwise with ``f(0) = 0``, pooling,
-reshape, addition, reduction, metadata). One table, read by :mod:`relief_nb.graph.trace` and its op families."""
+"""Every public module class of ``torch.nn`` classified once, by the role it plays for NNrelief, and the functional
+and method forms of the same operations. The walk over a traced model (:mod:`relief_nb.graph.trace`) reads this
+table; ``docs/supported-layers.md`` is generated from it (``docs/make_supported_layers.py``), and a test fails
+on any ``torch.nn`` class a new torch release adds that the table does not classify.
+
+Roles, and what the method needs of each:
+
+* ``weighted sum``: a layer whose output unit is a weighted sum of input signals (Linear, convolutions):
+  NNrelief scores and prunes its incoming connections;
+* ``normalization``: follows the channels it normalises (a removed unit's channel is masked);
+* ``elementwise, f(0) = 0``: units pass through, and a unit with no input emits zero (the dead-unit rule holds);
+* ``elementwise, f(0) != 0``: units pass through, but a silent unit emits a constant;
+* ``identity in eval``: dropout and ``Identity``: units pass through;
+* ``pooling``, ``padding and resizing``: positions move, channels stay;
+* ``shape``: positions and units re-indexed; ``channel mixing``: softmax and the like mix units;
+* ``attention``, ``recurrent``, ``transformer container``: units mix across positions or time;
+* ``container``: traced into; ``loss``, ``distance``: not part of a classifier's forward.
+
+``supported`` says whether the walk follows the class today; otherwise ``note`` says why not, and the walk's
+refusal names the class, its role and the note.
+"""
 
 from __future__ import annotations
 
 import operator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATION_FUNCTIONS", "ACTIVATION_METHODS", "ACTIVATION_MODULES", "ADD", "MEAN", "METADATA",
-           "MUL", "POOL_FUNCTIONS", "POOL_MODULES", "RESHAPE", "TRANSPOSE"]
+__all__ = ["ACTIVATION_FUNCTIONS", "ACTIVATION_METHODS", "ACTIVATION_MODULES", "ADD", "LAYER_ROLES", "MEAN",
+           "METADATA", "MUL", "POOL_FUNCTIONS", "POOL_MODULES", "RESHAPE", "TRANSPOSE", "LayerRole",
+           "acts_as_torch_layer", "markdown", "refusal", "role_of"]
 
-ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.ELU,
-                      nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
-POOL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+class LayerRole(NamedTuple):
+    role: str
+    supported: bool
+    note: str = ""
+
+
+def _roles(role: str, supported: bool, note: str, *names: str) -> dict[str, LayerRole]:
+    return {name: LayerRole(role, supported, note) for name in names}
+
+
+_PLANNED_CONV = "planned: the score, mask and export are written for 2-D kernels (Conv2d) so far"
+_TABLE: dict[str, LayerRole] = {
+    **_roles("weighted sum", True, "units: output features", "Linear"),
+    **_roles("weighted sum", True, "units: output channels", "Conv2d"),
+    **_roles("weighted sum", False, _PLANNED_CONV, "Conv1d", "Conv3d"),
+    **_roles("weighted sum", False, "planned: a transposed convolution is a weighted sum with its weight's in/out "
+             "axes swapped", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"),
+    **_roles("weighted sum", False, "not materialised: run one forward first (it then becomes its non-lazy class)",
+             "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d",
+             "LazyConvTranspose3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d", "LazyInstanceNorm1d",
+             "LazyInstanceNorm2d", "LazyInstanceNorm3d"),
+    **_roles("weighted sum", False, "two inputs: a bilinear form has no single input signal per connection",
+             "Bilinear"),
+    **_roles("weighted sum", False, "planned: an input table (token ids), read whole", "Embedding", "EmbeddingBag"),
+    **_roles("normalization", True, "follows its channels (folded into the layer it reads directly)",
+             "BatchNorm1d", "BatchNorm2d"),
+    **_roles("normalization", True, "over the unit axis only; its channels count as merged (shared statistics)",
+             "LayerNorm"),
+    **_roles("normalization", False, "planned: follows its channels like BatchNorm2d", "BatchNorm3d",
+             "SyncBatchNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
+    **_roles("normalization", False, "planned: statistics shared by a group of channels (pruned by whole groups, or "
+             "kept)", "GroupNorm"),
+    **_roles("normalization", False, "planned: like LayerNorm over the unit axis", "RMSNorm"),
+    **_roles("channel mixing", False, "normalises each channel by its neighbours: mixes units", "LocalResponseNorm",
+             "CrossMapLRN2d"),
+    **_roles("elementwise, f(0) = 0", True, "units pass through; a unit with no input emits zero",
+             "ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Tanh", "Hardswish", "ELU", "CELU", "SELU", "Mish",
+             "Hardtanh", "Hardshrink", "Softshrink", "Softsign", "Tanhshrink", "RReLU"),
+    **_roles("elementwise, f(0) = 0", False, "planned: its per-channel weight follows the channels", "PReLU"),
+    **_roles("elementwise, f(0) != 0", False, "planned: a silent unit emits f(0), so the dead-unit rule needs care",
+             "Sigmoid", "Hardsigmoid", "LogSigmoid", "Softplus", "Threshold"),
+    **_roles("channel mixing", False, "mixes the units it normalises over", "Softmax", "Softmin", "LogSoftmax",
+             "Softmax2d"),
+    **_roles("channel mixing", False, "splits the channels in two halves that gate each other", "GLU"),
+    **_roles("identity in eval", True, "the identity in eval mode (training behaviour untouched)", "Identity",
+             "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"),
+    **_roles("pooling", True, "over positions, per channel", "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d",
+             "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+             "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "LPPool1d", "LPPool2d", "LPPool3d",
+             "FractionalMaxPool2d", "FractionalMaxPool3d"),
+    **_roles("pooling", False, "needs the indices of a pooling as a second input", "MaxUnpool1d", "MaxUnpool2d",
+             "MaxUnpool3d"),
+    **_roles("padding and resizing", False, "planned: positions only, channels stay", "ZeroPad1d", "ZeroPad2d",
+             "ZeroPad3d", "ConstantPad1d", "ConstantPad2d", "ConstantPad3d", "ReflectionPad1d", "ReflectionPad2d",
+             "ReflectionPad3d", "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d", "CircularPad1d",
+             "CircularPad2d", "CircularPad3d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"),
+    **_roles("shape", True, "positions and units re-indexed", "Flatten"),
+    **_roles("shape", False, "planned: the inverse of a flatten", "Unflatten"),
+    **_roles("shape", False, "planned: a permutation of channels, followed unit by unit", "ChannelShuffle",
+             "PixelShuffle", "PixelUnshuffle"),
+    **_roles("shape", False, "moves positions into channels (or back): units mix with positions", "Fold",
+             "Unfold"),
+    **_roles("attention", False, "planned: projections pruned per head or kept (for now: ignore= it)",
+             "MultiheadAttention"),
+    **_roles("recurrent", False, "recurrent weights feed every unit back into itself over time: kept whole "
+             "(ignore= it)", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "RNNCellBase"),
+    **_roles("transformer container", False, "attention inside fused fast paths: kept whole (ignore= it)",
+             "Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
+             "TransformerDecoderLayer"),
+    **_roles("container", True, "traced into", "Module", "Sequential", "ModuleList", "ModuleDict",
+             "ParameterList", "ParameterDict", "Container"),
+    **_roles("container", False, "unwrap it (model.module) before pruning", "DataParallel"),
+    **_roles("distance", False, "reduces over the unit axis", "CosineSimilarity", "PairwiseDistance"),
+    **_roles("loss", False, "a loss, not part of the model's forward", "AdaptiveLogSoftmaxWithLoss", "BCELoss",
+             "BCEWithLogitsLoss", "CTCLoss", "CosineEmbeddingLoss", "CrossEntropyLoss", "GaussianNLLLoss",
+             "HingeEmbeddingLoss", "HuberLoss", "KLDivLoss", "L1Loss", "LinearCrossEntropyLoss", "MSELoss",
+             "MarginRankingLoss", "MultiLabelMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss", "NLLLoss",
+             "NLLLoss2d", "PoissonNLLLoss", "SmoothL1Loss", "SoftMarginLoss", "TripletMarginLoss",
+             "TripletMarginWithDistanceLoss"),
+}
+# classes this torch has (a name of another release is simply absent)
+LAYER_ROLES: dict[type, LayerRole] = {getattr(nn, name): role for name, role in _TABLE.items() if hasattr(nn, name)}
+
+
+def role_of(module_type: type) -> LayerRole | None:
+    """The role of a torch.nn class, or of the nearest torch.nn class it derives from (None: not torch.nn's)."""
+    for klass in module_type.__mro__:
+        if klass in LAYER_ROLES:
+            return LAYER_ROLES[klass]
+    return None
+
+
+def acts_as_torch_layer(module: nn.Module) -> bool:
+    """A subclass of a torch.nn layer whose ``forward`` is the base class's computes what that layer computes
+    (``class MyLinear(nn.Linear): pass``, a library's ``Linear`` with extra attributes): it is that layer."""
+    base = next((k for k in type(module).__mro__ if k in LAYER_ROLES), None)
+    if base is None or base is type(module) or LAYER_ROLES[base].role == "container":
+        return False
+    return type(module).forward is base.forward
+
+
+def refusal(module: nn.Module) -> str:
+    """Why the walk cannot follow ``module``, from its role."""
+    role = role_of(type(module))
+    if role is None:
+        return f"{type(module).__name__} is not a torch.nn layer NNrelief knows"
+    return f"{type(module).__name__} ({role.role}) is not followed yet: {role.note}"
+
+
+def _supported(*roles: str) -> tuple[type, ...]:
+    return tuple(k for k, r in LAYER_ROLES.items() if r.supported and r.role in roles)
+
+
+ACTIVATION_MODULES = _supported("elementwise, f(0) = 0", "identity in eval")
+POOL_MODULES = _supported("pooling")
+# the same operations as functions and tensor methods
 ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh, F.tanh,
-                        F.hardswish, F.elu, F.dropout, torch.nn.functional.dropout2d, torch.clone}
+                        F.hardswish, F.elu, F.celu, torch.celu, F.selu, torch.selu, F.mish, F.hardtanh, F.hardshrink,
+                        F.softshrink, F.softsign, F.tanhshrink, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+                        F.alpha_dropout, F.feature_alpha_dropout, torch.clone}
 ACTIVATION_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone", "float", "to", "detach"}
-POOL_FUNCTIONS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
+POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+                  F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+                  F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.lp_pool1d, F.lp_pool2d}
 RESHAPE = {torch.flatten, "flatten", "view", "reshape"}
 TRANSPOSE = {"transpose", torch.transpose, "permute", torch.permute}
 ADD = {operator.add, operator.iadd, torch.add, "add", "add_"}
 MUL = {operator.mul, torch.mul, "mul"}
 METADATA = {"size", "dim", "shape", "dtype", "device", "ndim", "numel"}
 MEAN = {torch.mean, "mean", torch.sum, "sum", torch.amax, "amax"}
+
+
+def markdown() -> str:
+    """``docs/supported-layers.md``: every classified torch.nn class, by role."""
+    lines = ["# Supported layers", "",
+             "Generated from `relief_nb/graph/taxonomy.py` (`python docs/make_supported_layers.py`); a test keeps it "
+             "in step. Every public module class of `torch.nn` "
+             "is classified by the role it plays for NNrelief. A class marked *no* is refused by the pass with an "
+             "error that names it, its role and the reason; pass the path of the module holding it in `ignore=` to "
+             "leave that part dense. Subclasses of a class have its role (e.g. `class MyLinear(nn.Linear)`).", "",
+             "| class | role | supported | note |", "|---|---|---|---|"]
+    for klass, role in sorted(LAYER_ROLES.items(), key=lambda kv: (kv[1].role, kv[0].__name__)):
+        lines.append(f"| `nn.{klass.__name__}` | {role.role} | {'yes' if role.supported else 'no'} | {role.note} |")
+    return "\n".join(lines) + "\n"
+

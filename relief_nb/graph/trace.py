@@ -72,6 +72,8 @@ from .taxonomy import (
     POOL_MODULES,
     RESHAPE,
     TRANSPOSE,
+    acts_as_torch_layer,
+    refusal,
 )
 
 __all__ = ["Gate", "GraphLayer", "Merge", "ModelGraph", "UnsupportedModuleError", "alive_units", "layer_reads",
@@ -85,7 +87,7 @@ class _Tracer(fx.Tracer):
         self.proxy_buffer_attributes = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, OptionAShortcut) or ignored(qualname, self.ignore):
+        if isinstance(m, OptionAShortcut) or ignored(qualname, self.ignore) or acts_as_torch_layer(m):
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -217,7 +219,7 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
             self.layer(node, path, m, val, in_shape, out_shape)
         elif val.is_fixed and not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
             if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, POOL_MODULES + ACTIVATION_MODULES):
-                self.refuse(node, f"{type(m).__name__} has parameters NNrelief does not know how to prune")
+                self.refuse(node, f"it has parameters NNrelief does not know how to prune: {refusal(m)}")
             self.vals[node.name] = fixed_map()
             self.back[node.name] = lambda need, ins=ins: [(a, None) for a in ins]
         elif isinstance(m, ACTIVATION_MODULES):
@@ -235,7 +237,7 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
             self.need_axis(node, val, 1, len(in_shape))
             self.pad_channels(node, src, val, m.pad, in_shape[1])
         else:
-            self.refuse(node, f"{type(m).__name__} is not a module NNrelief knows")
+            self.refuse(node, refusal(m))
 
     def call_op(self, node: fx.Node, ins: list[fx.Node]) -> None:
         target = node.target
