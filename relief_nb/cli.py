@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 a usage error (bad name or value), 1 a failure (data, files, checkpoint), 130 Ctrl-C."""
     from .experiments.checkpoints import CheckpointError
+    from .experiments.training import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     try:
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except CheckpointError as err:
         print(f"error: {err}; rerun with --restart to start the run over", file=sys.stderr)
         return 1

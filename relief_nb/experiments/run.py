@@ -20,6 +20,7 @@ migration), :class:`~.inputs.RunInputs` (data, model, the reference run), :class
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -41,7 +42,7 @@ from .factories import ModelFactory
 from .folder import RunFolder, run_lock
 from .inputs import RunInputs
 from .results import RunResults, json_row
-from .training import TrainConfig, evaluate, make_optimizer, train_epoch
+from .training import TrainConfig, TrainingDiverged, evaluate, make_optimizer, train_epoch
 
 __all__ = ["Run", "run_experiment"]
 
@@ -195,6 +196,8 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
         for epoch in bar:
             start = time.perf_counter()
             loss = train_epoch(trainee, self.train_x, self.train_y, ds, cfg, opt, self.device, self.generator)
+            if not math.isfinite(loss):  # stop before this epoch is saved: the folder resumes from the last good one
+                self._diverged(state, label, epoch, loss, opt.param_groups[0]["lr"])
             sched.step()
             val = evaluate(trainee, self.val_x, self.val_y, ds, self.device)
             if compact is not None:
@@ -214,6 +217,16 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
                     raise KeyboardInterrupt("stopped on request (stop_after_epochs)")
         if state.best_val is not None:
             load_pruned_state_dict(self.model, torch.load(best_path, map_location=self.device))
+
+    def _diverged(self, state: RunState, label: str, epoch: int, loss: float, lr: float) -> None:
+        last = state.rows[-1]["iteration"] if state.rows else None
+        kept = ("nothing is recorded yet" if last is None else "iteration 0 stays its result" if last == 0
+                else f"iterations 0-{last} stay its result")
+        stage = "pretrain" if state.phase == "pretrain" else "retrain"
+        raise TrainingDiverged(
+            f"training diverged in {self.label}, {label}, epoch {epoch + 1}: the loss is {loss} at learning rate "
+            f"{lr:g}; the run folder keeps its last good epoch ({kept}). Try a lower learning rate "
+            f"(-p {stage}_lr={lr / 10:g}), or check the data for NaN or inf")
 
     def _compact(self) -> CompactModel | None:
         """The compact copy to retrain, or None (turned off, nothing removed, or a model it cannot slice)."""

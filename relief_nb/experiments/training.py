@@ -24,8 +24,12 @@ from ..data.datasets import Dataset, batches, prepare
 
 PRECISIONS = ("fp32", "bf16")
 
-__all__ = ["PRECISIONS", "TrainConfig", "evaluate", "flush_subnormals", "flush_to_zero", "make_optimizer",
-           "train_epoch"]
+__all__ = ["PRECISIONS", "TrainConfig", "TrainingDiverged", "evaluate", "flush_subnormals", "flush_to_zero",
+           "make_optimizer", "train_epoch"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the step stopped before anything of it was saved."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,11 @@ def clean_notebook(path: Path) -> None:
 def execute_notebook(name: str, profile: str, extra: dict[str, Any], output: Path,
                      folders: dict[str, str] | None = None, progress: bool = True) -> Path:
     """Execute notebook ``name`` into ``output`` with papermill; ``folders`` (data_dir, results_dir) are
-    injected as absolute paths unless omitted (a gallery notebook resolves them where it is opened)."""
+    injected as absolute paths unless omitted (a gallery notebook resolves them where it is opened).
+
+    Never loses a result: papermill writes into a temporary file beside ``output``, which replaces ``output`` only
+    when the whole notebook ran; a notebook that fails (or is interrupted) is kept as ``<name>.failed.ipynb``
+    beside it, and the previous ``output`` stays as it was."""
     import papermill as pm
 
     spec = NOTEBOOKS[name]
@@ -46,17 +50,23 @@ def execute_notebook(name: str, profile: str, extra: dict[str, Any], output: Pat
     output.parent.mkdir(parents=True, exist_ok=True)
     previous = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = "text"  # the kernel inherits it: plain progress lines that stream to this terminal
+    running = output.with_name(f".{output.stem}.running.ipynb")
     try:
-        pm.execute_notebook(str(spec.path), str(output), parameters={**spec.injected(), **params},
+        pm.execute_notebook(str(spec.path), str(running), parameters={**spec.injected(), **params},
                             kernel_name="python3", cwd=str(output.parent), progress_bar=progress,
                             log_output=progress, stdout_file=sys.stdout if progress else None,
                             stderr_file=sys.stderr if progress else None)
+    except BaseException:
+        if running.exists():
+            os.replace(running, output.with_name(f"{output.stem}.failed.ipynb"))
+        raise
     finally:
         if previous is None:
             os.environ.pop(PROGRESS_ENV, None)
         else:
             os.environ[PROGRESS_ENV] = previous
-    clean_notebook(output)
+    clean_notebook(running)
+    os.replace(running, output)  # atomic: the previous executed notebook is replaced only by a complete one
     return output
 
 
@@ -110,7 +120,8 @@ def run_many(names: list[str], profile: str | None, extra: dict[str, Any], resul
             print(f"error in notebook {name}: {err}", file=sys.stderr)
             failed.append(name)
         except PapermillExecutionError as err:
-            print(f"notebook {name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}", file=sys.stderr)
+            print(f"notebook {name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}; kept as "
+                  f"{output.with_name(f'{output.stem}.failed.ipynb')}, {output} unchanged", file=sys.stderr)
             failed.append(name)
         else:
             ran += 1

@@ -1,0 +1,91 @@
+"""Never lose a result: a notebook that fails leaves the previous executed copy byte-identical (the failed one is
+kept beside it), and a run whose training diverges stops at once, in one line, resumable, its last good
+iteration kept."""
+
+from __future__ import annotations
+
+import hashlib
+
+from relief_nb.cli import main
+from relief_nb.notebooks import batch
+
+
+def fake_papermill(monkeypatch, fail: bool):
+    """papermill writes its output cell by cell, so a failing notebook leaves a partial file where it writes."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    def execute(template, output, **kwargs):
+        with open(output, "w") as f:
+            f.write('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "partial": true}')
+        if fail:
+            raise PapermillExecutionError(3, 3, "boom", "RuntimeError", "boom", [])
+
+    monkeypatch.setattr(pm, "execute_notebook", execute)
+
+
+def test_a_failed_notebook_leaves_the_previous_one_byte_identical(tmp_path, monkeypatch, capsys):
+    output = tmp_path / "smoke" / "lenet-mnist" / "lenet-mnist.ipynb"
+    output.parent.mkdir(parents=True)
+    output.write_text('{"good": "a previous, complete run"}')
+    before = hashlib.sha256(output.read_bytes()).hexdigest()
+    fake_papermill(monkeypatch, fail=True)
+    rc = main(["notebook", "lenet-mnist", "--profile", "smoke", "--results-dir", str(tmp_path), "--no-progress"])
+    assert rc == 1
+    assert hashlib.sha256(output.read_bytes()).hexdigest() == before
+    failed = output.with_name("lenet-mnist.failed.ipynb")
+    assert failed.exists() and '"partial": true' in failed.read_text()
+    assert not list(output.parent.glob(".*.running.ipynb"))
+    assert "kept as" in capsys.readouterr().err
+
+
+def test_a_complete_notebook_replaces_the_previous_one(tmp_path, monkeypatch):
+    output = tmp_path / "out" / "tour.ipynb"
+    output.parent.mkdir()
+    output.write_text("old")
+    fake_papermill(monkeypatch, fail=False)
+    batch.execute_notebook("tour", "smoke", {}, output, progress=False)
+    assert '"partial": true' in output.read_text() and not list(output.parent.glob(".*"))
+
+
+def small(**kw):
+    from relief_nb import ExperimentConfig, TrainConfig
+
+    base = dict(model="lenet300-100", synthetic=True, n_train=400, n_test=100, val_size=100, scoring_size=64,
+                iterations=2, pretrain=TrainConfig(1, batch_size=100), retrain=TrainConfig(2, batch_size=100))
+    return ExperimentConfig.of(**{**base, **kw})
+
+
+def test_a_diverging_pretraining_stops_at_once_and_records_nothing(tmp_path):
+    import pytest
+
+    from relief_nb import Run, TrainConfig
+    from relief_nb.experiments.checkpoints import load_checkpoint
+    from relief_nb.experiments.training import TrainingDiverged
+
+    run = Run(small(pretrain=TrainConfig(3, lr=1e30, batch_size=100)), tmp_path, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: the loss is (nan|inf).*-p pretrain_lr=") as err:
+        run.run()
+    assert "\n" not in str(err.value)
+    assert run.metrics().empty  # nothing recorded as a result
+    state = load_checkpoint(run.checkpoint_path)
+    assert state["phase"] == "pretrain" and state["epoch"] == 0  # resumable from the last good epoch
+
+
+def test_a_diverging_retraining_keeps_the_last_good_iteration(tmp_path):
+    import pytest
+
+    from relief_nb import Run, TrainConfig
+    from relief_nb.experiments.training import TrainingDiverged
+
+    run = Run(small(retrain=TrainConfig(2, lr=1e30, batch_size=100)), tmp_path, progress=False)
+    with pytest.raises(TrainingDiverged, match="iteration 0 stays its result"):
+        run.run()
+    assert run.metrics().iteration.tolist() == [0]
+
+
+def test_the_cli_says_it_in_one_line_with_exit_1(tmp_path, capsys):
+    rc = main(["run", "lenet300-mnist", "--profile", "smoke", "-p", "synthetic=True", "-p", "pretrain_lr=1e30",
+               "--results-dir", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: training diverged") and err.count("\n") == 1, err
