@@ -1,4 +1,6 @@
-"""Command line: ``relief-nb {list,fetch,run,notebook,reproduce}`` (see ``relief-nb --help``)."""
+"""relief-nb: NNrelief from the command line. list: what exists; fetch: download a data set; run: one
+experiment; sweep: a grid on Dask; compare: experiment folders side by side; notebook / reproduce: executed
+notebooks; migrate: older run folders. ``relief-nb COMMAND --help`` for each."""
 
 from __future__ import annotations
 

@@ -89,3 +89,76 @@ def test_the_cli_says_it_in_one_line_with_exit_1(tmp_path, capsys):
                "--results-dir", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: training diverged") and err.count("\n") == 1, err
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    import pytest
+
+    from relief_nb.common.files import atomic_write
+
+    target = tmp_path / "metrics.csv"
+    atomic_write(target, "iteration\n0\n")
+
+    def half_then_full_disk(f):
+        f.write(b"iteration\n0\n1")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(target, writer=half_then_full_disk)
+    assert target.read_text() == "iteration\n0\n" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_a_runs_results_are_never_half_written(tmp_path, monkeypatch):
+    """A full disk while a run records iteration 1 leaves metrics.csv and layers.csv as iteration 0 wrote them."""
+    import pytest
+
+    from relief_nb import Run
+    from relief_nb.common import files
+
+    run = Run(small(iterations=1), tmp_path, progress=False)
+    run.run()
+    before = {n: (run.folder / n).read_bytes() for n in ("metrics.csv", "layers.csv", "metrics.json")}
+    extended = Run(small(iterations=2), tmp_path, progress=False)
+    real = files.os.replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith(("metrics.csv", "layers.csv", "metrics.json")) and "iterations" not in str(dst):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", full_disk)
+    with pytest.raises(OSError):
+        extended.run()
+    monkeypatch.setattr(files.os, "replace", real)
+    assert {n: (run.folder / n).read_bytes() for n in before} == before
+    assert not list(run.folder.glob(".*.tmp"))
+
+
+def test_a_sweep_with_nothing_finished_never_replaces_a_report(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from relief_nb.sweeps.report import save_sweep
+
+    (tmp_path / "report.md").write_text("a real report\n")
+    empty = pd.DataFrame({"experiment": ["lenet300-mnist"], "iteration": pd.array([pd.NA], dtype="Int64")})
+    with pytest.warns(UserWarning, match="kept the existing tables and report"):
+        save_sweep(empty, tmp_path)
+    assert (tmp_path / "report.md").read_text() == "a real report\n"
+
+
+def test_a_sweep_refuses_an_unknown_device_before_any_worker(tmp_path, capsys):
+    rc = main(["sweep", "--experiment", "lenet300-mnist", "--profile", "smoke", "--device", "tpu",
+               "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "device must be" in err and err.count("\n") == 1 and not any(tmp_path.iterdir())
+
+
+def test_help_lists_every_subcommand(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("list", "fetch", "run", "sweep", "compare", "notebook", "reproduce", "migrate"):
+        assert f"{command}:" in out or f"{command} /" in out or f"/ {command}:" in out, command

@@ -3,7 +3,6 @@ RNG states after every epoch and every pruning step, read back with errors that 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..common.files import atomic_write
 from ..core.masks import load_pruned_state_dict
 
 __all__ = ["CheckpointError", "Checkpoints", "RunState", "atomic_save", "load_checkpoint"]
@@ -22,11 +22,7 @@ class CheckpointError(RuntimeError):
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, synced, then renamed over it: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, writer=lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

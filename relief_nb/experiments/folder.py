@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..common.files import atomic_write
 from ..common.paths import inside
 from ..data.datasets import DATASETS
 from ..models.zoo import MODELS
@@ -109,7 +110,7 @@ class RunFolder:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
                 # the same settings, written as today's config (a baseline's reference is now its new name)
-                (target / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+                atomic_write(target / "config.json", json.dumps(cfg.to_dict(), indent=2))
                 print(f"migrated run folder {name} -> {target.parent.name}/{target.name} (an older layout; runs are "
                       "now named by their settings and data, seeds are folders)", file=sys.stderr)
                 return
@@ -128,6 +129,6 @@ class RunFolder:
             for row in pd.read_csv(metrics).to_dict("records"):
                 folder = self.iteration_folder(int(row["iteration"]))
                 if folder.is_dir():
-                    (folder / "metrics.json").write_text(json_row(row))
+                    atomic_write(folder / "metrics.json", json_row(row))
         if not any(old.iterdir()):
             old.rmdir()

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..common.files import atomic_write
 from .config import ExperimentConfig, override
 from .run import Run
 
@@ -45,7 +46,7 @@ def migrate_runs(runs_dir: str | os.PathLike, data_dir: str | os.PathLike = "dat
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(old, target)
-        (target / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        atomic_write(target / "config.json", json.dumps(config.to_dict(), indent=2))
         run._folder = target
         run._migrate_iterations()
         moved.append((old.name, name))

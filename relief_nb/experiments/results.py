@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..common.files import atomic_write
 from ..core.masks import load_pruned_state_dict
 from ..graph.structure import PruningGraph
 from ..pruning.metrics import layer_table, summary
@@ -73,11 +73,9 @@ class RunResults:
 
     def _write_metrics(self, rows: list[dict], layers: list[dict], stopped_early: bool) -> None:
         df = pd.DataFrame(rows)
-        df.to_csv(self.folder / "metrics.csv", index=False)
-        tmp = self.folder / ".metrics.json.tmp"
-        tmp.write_text(df.to_json(orient="records", indent=1))
-        os.replace(tmp, self.folder / "metrics.json")
-        pd.DataFrame(layers).to_csv(self.folder / "layers.csv", index=False)
+        atomic_write(self.folder / "metrics.csv", df.to_csv(index=False))
+        atomic_write(self.folder / "metrics.json", df.to_json(orient="records", indent=1))
+        atomic_write(self.folder / "layers.csv", pd.DataFrame(layers).to_csv(index=False))
         self._write_provenance(stopped_early=stopped_early)
 
     def _write_provenance(self, **extra: Any) -> None:
@@ -92,9 +90,7 @@ class RunResults:
         if _git_commit() not in commits:
             commits.append(_git_commit())
         info.setdefault("stopped_early", False)
-        tmp = self.folder / ".run.json.tmp"
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(info, indent=2))
 
     def metrics(self) -> pd.DataFrame:
         """One row per iteration, up to the last one this config's stopping rules ask for (a longer run of the

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..common.files import atomic_write
 from ..core.masks import load_pruned_state_dict
 from ..graph.compact import CompactModel
 from ..pruning.methods import ReliefMethod
@@ -109,7 +110,7 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
         (self.folder / "iterations").mkdir(exist_ok=True)
         config_path = self.folder / "config.json"
         if not config_path.exists():
-            config_path.write_text(json.dumps(self.config.to_dict(), indent=2))
+            atomic_write(config_path, json.dumps(self.config.to_dict(), indent=2))
         if resume and self.checkpoint_path.exists():
             state = self._restore(load_checkpoint(self.checkpoint_path))
             self._extend(state)
@@ -265,7 +266,7 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
             state.layers += layers
             self.iteration_folder(k).mkdir(parents=True, exist_ok=True)
             atomic_save(self.model.state_dict(), self.iteration_folder(k) / "model.pt")
-            (self.iteration_folder(k) / "metrics.json").write_text(json_row(row))
+            atomic_write(self.iteration_folder(k) / "metrics.json", json_row(row))
             atomic_save(self.model.state_dict(), self.folder / "final.pt")
         state.stopped_early = stop
         self._write_metrics(state.rows, state.layers, state.stopped_early)

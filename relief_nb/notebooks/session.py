@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..common import paths
+from ..common.files import atomic_write
 from ..data.datasets import DATASETS, Dataset, fetch_command, prepare
 from ..experiments.config import ExperimentConfig, override
 from ..experiments.devices import resolve_device
@@ -194,8 +195,8 @@ class Session:
     def save_table(self, df: pd.DataFrame, name: str) -> pd.DataFrame:
         name = paths.safe_name(name, "table name", ".json", "accuracy")
         self.results.mkdir(parents=True, exist_ok=True)
-        df.to_csv(self.results / f"{name}.csv", index=False)
-        (self.results / f"{name}.json").write_text(df.to_json(orient="records", indent=1))
+        atomic_write(self.results / f"{name}.csv", df.to_csv(index=False))
+        atomic_write(self.results / f"{name}.json", df.to_json(orient="records", indent=1))
         return df
 
     def _caption(self, df: pd.DataFrame, caption: str, experiments: list[str] | None = None):

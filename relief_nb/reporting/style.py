@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import patheffects, ticker
 
+from ..common.files import atomic_write
 from ..common.paths import safe_name
 from .published import published_table
 
@@ -164,7 +165,7 @@ def save_figure(fig: plt.Figure, folder: str | Path, name: str) -> Path:
     """Save ``fig`` as ``folder/name.png`` (120 dpi, tight bounding box) and return the path."""
     path = Path(folder) / f"{safe_name(name, 'figure name', '.png', 'accuracy')}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_write(path, writer=lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
     return path
 
 

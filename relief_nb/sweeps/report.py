@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..common import paths
+from ..common.files import atomic_write
 from ..reporting.tables import METHOD_LABELS
 
 if TYPE_CHECKING:
@@ -192,17 +194,22 @@ def sweep_report(df: pd.DataFrame) -> str:
 
 def save_sweep(df: pd.DataFrame, folder: str | os.PathLike, mark: str | None = None) -> Path:
     """Write ``sweep.csv``, ``aggregate.csv``, ``report.md`` (:func:`sweep_report`) and ``<experiment>.png`` (one
-    figure per experiment) into ``folder``."""
+    figure per experiment) into ``folder``, each file atomically. A sweep without one finished iteration (every run
+    failed or not started) never replaces the files of an earlier one: they are kept, with a warning."""
     import matplotlib.pyplot as plt
 
     from ..reporting.style import save_figure
 
     folder = Path(folder)
+    if not df.iteration.notna().any() and (folder / "report.md").exists():
+        warnings.warn(f"kept the existing tables and report in {folder}: this sweep has no finished iteration to "
+                      "replace them with", stacklevel=2)
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
-    df.to_csv(folder / "sweep.csv", index=False)
+    atomic_write(folder / "sweep.csv", df.to_csv(index=False))
     agg = aggregate(df)
-    agg.to_csv(folder / "aggregate.csv", index=False)
-    (folder / "report.md").write_text(sweep_report(df))
+    atomic_write(folder / "aggregate.csv", agg.to_csv(index=False))
+    atomic_write(folder / "report.md", sweep_report(df))
     for experiment in agg.experiment.unique():
         fig = plot_sweep(agg, experiment, mark=mark)
         save_figure(fig, folder, paths.safe_name(str(experiment), "experiment name"))

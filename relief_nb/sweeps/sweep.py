@@ -64,6 +64,7 @@ from typing import Any
 import pandas as pd
 
 from ..common import paths
+from ..experiments.devices import resolve_device
 from ..experiments.run import Run
 from ..reporting.marks import SMOKE_MARK
 from ..reporting.tables import METHOD_LABELS
@@ -132,6 +133,7 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
     data = Path(data_dir or paths.default_data_dir()).resolve()
     if name is not None:  # refused before anything runs or is written
         paths.sweep_folder(results, profile, name)
+    resolve_device(device)  # an unknown device, or CUDA asked for where there is none: one line, before any worker
     runs_dir = paths.runs_folder(results, profile)
     experiments = _as_list(experiment)
     runs = expand_grid(experiments, alpha_conv, alpha_fc, seeds, methods, profile, params, data)
@@ -269,6 +271,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def add_sweep_command(sub: Any) -> None:
     """Register ``relief-nb sweep`` on the CLI's subparsers."""
+    from ..pruning.methods import list_methods
+
     p = sub.add_parser("sweep", help="run a grid of experiments on Dask (a local cluster, or --scheduler)",
                        description="Run a grid (experiments x alphas x seeds x methods x -p lists) as Dask tasks. "
                        "The grid comes from the options or a TOML file with the same keys (experiment, alpha_conv, "
@@ -281,7 +285,7 @@ def add_sweep_command(sub: Any) -> None:
     p.add_argument("--alpha-conv", nargs="+", type=float)
     p.add_argument("--alpha-fc", nargs="+", type=float)
     p.add_argument("--seeds", nargs="+", type=int)
-    p.add_argument("--methods", nargs="+", help="relief, magnitude_global, magnitude_layer, random")
+    p.add_argument("--methods", nargs="+", help=f"any of {', '.join(list_methods())} (default: relief)")
     p.add_argument("--profile", help="paper, cpu (default) or smoke")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any ExperimentConfig setting; a list value (NAME=[a,b]) is one more grid axis")
