@@ -102,9 +102,12 @@ def test_failed_checkpoint_write_keeps_previous_good_one(tmp_path, monkeypatch):
     good = run.checkpoint_path.read_bytes()
     real_save = torch.save
 
-    def failing_save(obj, path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"partial")
+    def failing_save(obj, target, *args, **kwargs):  # a path, or the file atomic_write opened
+        if hasattr(target, "write"):
+            target.write(b"partial")
+        else:
+            with open(target, "wb") as f:
+                f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(experiment_module.torch, "save", failing_save)
@@ -112,6 +115,7 @@ def test_failed_checkpoint_write_keeps_previous_good_one(tmp_path, monkeypatch):
         Run(small(), tmp_path, progress=False).run()
     monkeypatch.setattr(experiment_module.torch, "save", real_save)
     assert run.checkpoint_path.read_bytes() == good
+    assert not list(run.folder.glob(".*.tmp"))  # nothing half-written left behind
 
 
 def test_tolerance_stops_and_keeps_last_good_model(tmp_path):
