@@ -34,6 +34,7 @@ from torch import nn
 
 from ..core.masks import effective, is_pruned, make_permanent, refresh_weights
 from ..core.modes import eval_mode
+from ..core.outputs import output_tensors
 from ..core.precision import strict_fp32
 from ..models.zoo import OptionAShortcut
 from .structure import PruningGraph, trace_model
@@ -366,9 +367,11 @@ def _check_against(model: nn.Module, exported: nn.Module, input_shape: tuple[int
         except Exception as err:
             raise ExportError(f"the exported model fails on a probe batch ({type(err).__name__}: {err}); a forward "
                               "that hard-codes channel counts cannot be sliced") from err
-    scale = float(expected.abs().max()) if expected.numel() else 1.0
-    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * max(scale, 1.0)):
-        diff = (got - expected).abs().max().item() if got.shape == expected.shape else "shape"
+    expected, got = list(output_tensors(expected)), list(output_tensors(got))  # a tensor, or a dict, tuple, ...
+    scale = max((float(e.abs().max()) for e in expected if e.numel()), default=1.0)
+    same = len(got) == len(expected) and all(g.shape == e.shape for g, e in zip(got, expected))
+    if not same or not all(torch.allclose(g, e, rtol=1e-4, atol=1e-5 * max(scale, 1.0)) for g, e in zip(got, expected)):
+        diff = max(float((g - e).abs().max()) for g, e in zip(got, expected)) if same else "shape"
         raise ExportError(f"the exported model differs from the masked model on a probe batch (max |diff| {diff}); "
                           "refusing to return it")
 

@@ -85,6 +85,7 @@ class _Tracer(fx.Tracer):
         super().__init__()
         self.ignore = ignore
         self.proxy_buffer_attributes = True
+        self.record_stack_traces = True  # refusals then name the source line of the op
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, OptionAShortcut) or ignored(qualname, self.ignore) or acts_as_torch_layer(m):
@@ -119,14 +120,17 @@ def trace_graph(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable
     Raises :class:`UnsupportedModuleError` for a model ``torch.fx`` cannot trace, and naming the module path or
     op for anything NNrelief cannot prune; nothing about the model is changed. The graph of the last call is
     reused while the model's :func:`structure_key`, ``input_shape`` and ``ignore`` stay the same (``cache=False``
-    traces anew).
+    traces anew). The model is traced as it runs in eval mode, whatever its mode now: the graph is the network
+    that is pruned and deployed, so stochastic depth, DropPath and dropout are the identity in it and a training-
+    only branch (an auxiliary head) is not part of it; training itself is untouched.
     """
     ignore = tuple(ignore)
-    key = (structure_key(model), tuple(input_shape), ignore)
-    hit = _CACHE.get(model) if cache else None
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    graph = _trace(model, tuple(input_shape), ignore)
+    with eval_mode(model):  # the key too: switching train / eval reuses the graph
+        key = (structure_key(model), tuple(input_shape), ignore)
+        hit = _CACHE.get(model) if cache else None
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        graph = _trace(model, tuple(input_shape), ignore)
     _CACHE[model] = (key, graph)
     return graph
 
@@ -148,8 +152,7 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...], ignore: tuple[str, ..
     param = next(model.parameters(), None)
     example = torch.zeros(1, *input_shape, dtype=param.dtype if param is not None else torch.float32,
                           device=param.device if param is not None else None)
-    with eval_mode(model):
-        _ShapeRecorder(model, graph=gm.graph).run(example)
+    _ShapeRecorder(model, graph=gm.graph).run(example)  # in eval mode (trace_graph's)
     return _Walker(model, gm, tuple(input_shape), ignore).walk()
 
 
@@ -176,6 +179,12 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
             elif shape is None:  # sizes, shapes: no units; tuples of tensors carrying units: refused
                 ins = self.tensor_args(node)
                 meta = node.target in METADATA or (node.target is getattr and node.args[1] in METADATA)
+                packs_output = node.op == "call_function" and bool(node.users) and all(  # a dataclass built
+                    u.op == "output" for u in node.users)  # to return the outputs: read whole
+                if packs_output:
+                    self.opaque(node)
+                    self.vals[node.name] = None
+                    continue
                 if not meta and any(not self.vals[a.name].is_fixed for a in ins) and not (
                         node.op == "call_module" and ignored(node.target, self.ignore)):
                     self.refuse(node, "it returns something other than a tensor (a tuple?) from prunable units")

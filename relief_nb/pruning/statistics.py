@@ -12,6 +12,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..core.masks import effective
+from ..core.outputs import output_tensors
 from ..core.scores import ConvScoreAccumulator, DepthwiseScoreAccumulator, LinearScoreAccumulator, batch_abs_stats
 from ..graph.structure import LayerNode, PruningGraph
 from ..graph.trace import Merge
@@ -77,7 +78,7 @@ class _Statistics:
         try:
             for start in range(0, batch.shape[0], chunk_size):
                 out = forward(batch[start:start + chunk_size])
-                if not all_finite(out):
+                if not all(all_finite(t) for t in output_tensors(out)):  # a tensor, or a dict, tuple, ...
                     raise FloatingPointError("the model's output on the scoring batch contains NaN or inf")
         finally:
             for h in self.handles:

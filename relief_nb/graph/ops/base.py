@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import torch
 import torch.fx as fx
 from torch import nn
@@ -14,6 +17,20 @@ __all__ = ["WalkerBase", "ignored"]
 def ignored(path: str, ignore: tuple[str, ...]) -> bool:
     """Whether module ``path`` is one named in ``ignore=`` or lies inside one."""
     return any(path == p or path.startswith(p + ".") for p in ignore)
+
+
+_TORCH = str(Path(torch.__file__).resolve().parent)
+
+
+def _source_line(node: fx.Node) -> str:
+    """``, at file.py:42: code`` from the stack trace fx recorded for ``node`` (empty when none was)."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = [f for f in re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', trace)
+              if not f[0].startswith(_TORCH)]  # fx's own frames
+    if not frames:
+        return ""
+    path, lineno, code = frames[-1]
+    return f", at {Path(path).name}:{lineno}: {code.strip()}"
 
 
 class WalkerBase:
@@ -36,12 +53,16 @@ class WalkerBase:
         self.links: dict[str, tuple] = {}  # fx node name -> how its unit axis relates to its inputs' (export)
 
     def where(self, node: fx.Node) -> str:
+        """The module or op, the module that holds it and the source line that calls it (as ``ignore=`` and a
+        reader need them)."""
+        line = _source_line(node)
         if node.op == "call_module":
-            return f"module {node.target} ({type(self.modules[node.target]).__name__})"
+            return f"module {node.target} ({type(self.modules[node.target]).__name__}){line}"
         target = getattr(node.target, "__name__", str(node.target))
         stack = node.meta.get("nn_module_stack")
-        inside = f" inside module {list(stack)[-1]}" if stack else ""
-        return f"op {target} (fx node {node.name}{inside})"
+        holder = list(stack)[-1] if stack else ""
+        inside = f" inside module {holder}" if holder else " in the model's own forward"
+        return f"op {target} (fx node {node.name}{inside}){line}"
 
     def refuse(self, node: fx.Node, why: str) -> None:
         raise UnsupportedModuleError(
