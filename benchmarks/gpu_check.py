@@ -61,19 +61,15 @@ def check_models(device: str, quick: bool) -> bool:
         trace_model,
     )
 
-    zoo = {"concat": (nets.ConcatNet, (3, 16, 16), ()), "forward_residual": (nets.ForwardResidual, (3, 16, 16), ()),
-           "gelu_mlp": (nets.GeluMLP, (1, 28, 28), ()), "resnet18": (nets.resnet18, (3, 32, 32), ()),
-           "resnet50": (nets.resnet50, (3, 32, 32), ()), "mobilenet_v2": (nets.MobileNetV2, (3, 32, 32), ()),
-           "vit": (nets.ViT, (1, 28, 28), "attention")}
     names = list_models()[:3] if quick else list_models()
     say("| model | pruned | exported | compaction | |\n|---|---|---|---|---|")
     ok = True
-    for name in [*names, *(list(zoo)[:2] if quick else zoo)]:
+    for name in [*names, *(list(nets.ZOO)[:2] if quick else nets.ZOO)]:
         torch.manual_seed(0)
-        if name in zoo:
-            factory, shape, ignore = zoo[name]
+        if name in nets.ZOO:
+            factory, shape, dense = nets.ZOO[name]
             model = factory()
-            ignore = tuple(nets.vit_attention_paths(model)) if ignore else ()
+            ignore = tuple(dense(model))
         else:
             shape, ignore = input_shape_of(name), ()
             model = create_model(name, 10, seed=0, input_shape=shape)

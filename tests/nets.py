@@ -259,3 +259,16 @@ class ViT(nn.Module):
 
 def vit_attention_paths(model: ViT) -> list[str]:
     return [f"blocks.{i}.attn" for i in range(len(model.blocks))]
+
+
+# name -> (factory, input shape, paths to leave dense): the test zoo as the device guard and benchmarks/gpu_check.py
+# build it (ViT's attention left dense, as the graph tests do)
+ZOO = {
+    "concat": (ConcatNet, (3, 16, 16), lambda m: ()),
+    "forward_residual": (ForwardResidual, (3, 16, 16), lambda m: ()),
+    "gelu_mlp": (GeluMLP, (1, 28, 28), lambda m: ()),
+    "resnet18": (resnet18, (3, 32, 32), lambda m: ()),
+    "resnet50": (resnet50, (3, 32, 32), lambda m: ()),
+    "mobilenet_v2": (MobileNetV2, (3, 32, 32), lambda m: ()),
+    "vit": (ViT, (1, 28, 28), vit_attention_paths),
+}

@@ -5,10 +5,10 @@ guard reported it, as CUDA crashed on it."""
 
 from __future__ import annotations
 
-import nets
 import pytest
 import torch
 from device_guard import DeviceGuard
+from nets import ZOO
 
 from relief_nb import (
     Budget,
@@ -27,23 +27,10 @@ from relief_nb import (
 )
 from relief_nb.graph.nodes import Gate
 
-ZOO = {
-    "concat": (nets.ConcatNet, (3, 16, 16)),
-    "forward_residual": (nets.ForwardResidual, (3, 16, 16)),
-    "gelu_mlp": (nets.GeluMLP, (1, 28, 28)),
-    "resnet18": (nets.resnet18, (3, 32, 32)),
-    "resnet50": (nets.resnet50, (3, 32, 32)),
-    "mobilenet_v2": (nets.MobileNetV2, (3, 32, 32)),
-    "vit": (nets.ViT, (1, 28, 28)),
-}
-
-
-IGNORE = {"vit": nets.vit_attention_paths}  # attention is left dense (the test zoo's documented setting)
-
 
 def build(name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     if name in ZOO:
-        factory, shape = ZOO[name]
+        factory, shape, _ = ZOO[name]
         torch.manual_seed(0)
         return factory().eval(), shape
     shape = input_shape_of(name)
@@ -62,7 +49,7 @@ def guarded(model, batch, fn):
 def test_the_pass_and_export_keep_every_tensor_on_the_models_device(name):
     model, shape = build(name)
     batch = torch.rand(8, *shape)
-    ignore = tuple(IGNORE[name](model)) if name in IGNORE else ()
+    ignore = tuple(ZOO[name][2](model)) if name in ZOO else ()
     config = ReliefConfig(alpha_conv=0.9, alpha_fc=0.9)
     guarded(model, batch, lambda: relief_prune(model, batch, config, ignore=ignore))
     probe = torch.randn(4, *shape)

@@ -38,7 +38,6 @@ from .dataset import (
 from .dataset import random_crop_flip as random_crop_flip
 from .fetching import _fetch_archive, download, fetch_mnist, md5_of
 from .readers import MNIST_FILES, load_cifar, load_idx_folder, load_tiny_imagenet, read_idx
-from .readers import _find_idx as _find_idx
 
 __all__ = [
     "DATASETS",

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .datasets import MNIST_FILES, Dataset, _find_idx, load_idx_folder
+from .dataset import Dataset
+from .readers import MNIST_FILES, _find_idx, load_idx_folder
 
 __all__ = ["IMAGE_SUFFIXES", "as_dataset", "data_fingerprint", "hash_tensor", "load_image_folder"]
 

@@ -43,6 +43,7 @@ class RunInputs:
     _dataset: Dataset | None
     _model_fingerprint: str | None
     _user_data_fingerprint: str | None
+    _device_copies: dict[str, torch.Tensor]  # the test split on the run's device
 
     def _data(self) -> Dataset:
         cfg = self.config
@@ -86,10 +87,9 @@ class RunInputs:
 
     def _on_device(self, name: str) -> torch.Tensor:
         """The test split on the run's device, moved there once."""
-        cache = self.__dict__.setdefault("_device_copies", {})
-        if name not in cache:
-            cache[name] = getattr(self._data(), name).to(self.device)
-        return cache[name]
+        if name not in self._device_copies:
+            self._device_copies[name] = getattr(self._data(), name).to(self.device)
+        return self._device_copies[name]
 
     def _build_model(self, ds: Dataset, seed: int | None = None) -> torch.nn.Module:
         """The model with its initial weights: seeded by ``seed`` (default ``config.seed``) whatever builds it."""

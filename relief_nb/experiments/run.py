@@ -79,6 +79,7 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
         self._folder = None
         self._model_fingerprint = None
         self._user_data_fingerprint = None
+        self._device_copies = {}
 
     @classmethod
     def at(cls, folder: str | os.PathLike, config: ExperimentConfig | None = None,
