@@ -86,7 +86,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 def _data_label(folder: str) -> str:
     from pathlib import Path
 
-    return Path(folder).resolve().name or "custom"
+    path = Path(folder).resolve()
+    return (path.stem if path.is_file() else path.name) or "custom"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="a preset, e.g. lenet300-mnist")
     p.add_argument("--model", help="a model factory 'package.module:function' (called with num_classes, "
                                    "input_shape or in_channels if it declares them) or a registered model")
-    p.add_argument("--data", help="a data folder of your own: MNIST's IDX files, or train/<class>/*.png and "
-                                  "test/<class>/*.png; the run is labelled by the folder's name (-p dataset=...)")
+    p.add_argument("--data", help="data of your own: a folder (MNIST's IDX files, or train/<class>/*.png and "
+                                  "test/<class>/*.png) or a .pt / .npz file with train_x, train_y, test_x, test_y "
+                                  "(images, sequences, volumes or integer token ids; a .pt dict may add "
+                                  "inputs='as_is'); the run is labelled by its name (-p dataset=...)")
     p.add_argument("--profile", default="cpu")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--data-dir", default=str(paths.default_data_dir()))

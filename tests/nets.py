@@ -272,3 +272,325 @@ ZOO = {
     "mobilenet_v2": (MobileNetV2, (3, 32, 32), lambda m: ()),
     "vit": (ViT, (1, 28, 28), vit_attention_paths),
 }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every layer family (issue 29): plain-torch networks written here from the architectures' usual layouts.
+
+class KeywordSpotting1d(nn.Module):
+    """A DS-CNN-style keyword spotter on MFCC frames (N, 20, 49): Conv1d with 'same' padding, BatchNorm1d, a
+    depthwise-separable pair, a reflect-padded dilated conv, global pooling, 12 keywords."""
+
+    def __init__(self, features: int = 20, width: int = 24, classes: int = 12) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(features, width, 5, padding="same", bias=False)
+        self.bn1 = nn.BatchNorm1d(width)
+        self.dw = nn.Conv1d(width, width, 3, stride=2, padding=1, groups=width, bias=False)
+        self.bn2 = nn.BatchNorm1d(width)
+        self.pw = nn.Conv1d(width, 2 * width, 1)
+        self.dilated = nn.Conv1d(2 * width, 2 * width, 3, padding=2, dilation=2, padding_mode="reflect")
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.pw(torch.relu(self.bn2(self.dw(x)))))
+        x = torch.relu(self.dilated(x))
+        return self.fc(self.pool(x).flatten(1))
+
+
+class Volume3d(nn.Module):
+    """A small 3-D CNN for volumes (N, 1, 8, 16, 16): Conv3d, BatchNorm3d, MaxPool3d, global pooling."""
+
+    def __init__(self, width: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv3d(1, width, 3, padding=1, bias=False), nn.BatchNorm3d(width), nn.ReLU(), nn.MaxPool3d(2),
+            nn.Conv3d(width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.Conv3d(2 * width, 2 * width, (1, 3, 3), padding=(0, 1, 1)), nn.ReLU(), nn.AdaptiveAvgPool3d(1))
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.features(x), 1))
+
+
+class UNet(nn.Module):
+    """A two-level U-Net (Ronneberger et al.): encoder, a transposed-convolution decoder with BatchNorm, the
+    encoder's map concatenated as the skip, a per-pixel head (N, classes, H, W)."""
+
+    def __init__(self, width: int = 8, classes: int = 3) -> None:
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.enc2 = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU())
+        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2, bias=False)
+        self.up_bn = nn.BatchNorm2d(width)
+        self.dec = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(width, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.enc1(x)
+        up = torch.relu(self.up_bn(self.up(self.enc2(skip))))
+        return self.head(self.dec(torch.cat([up, skip], dim=1)))
+
+
+class Denoiser1d(nn.Module):
+    """A 1-D convolutional autoencoder: strided Conv1d down, ConvTranspose1d (with output padding) back up."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.down = nn.Conv1d(2, width, 4, stride=2, padding=1)
+        self.mid = nn.Conv1d(width, width, 3, padding=1)
+        self.up = nn.ConvTranspose1d(width, width, 3, stride=2, padding=1, output_padding=1)
+        self.out = nn.Conv1d(width, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(nn.functional.silu(self.up(torch.relu(self.mid(torch.relu(self.down(x)))))))
+
+
+class GroupNormResNet(nn.Module):
+    """A residual network with GroupNorm (Wu & He) in place of BatchNorm (groups of 2 channels): stem, two basic
+    blocks, a head."""
+
+    def __init__(self, width: int = 16, groups: int = 8, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.GroupNorm(groups, width),
+                                  nn.ReLU())
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"conv1": nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+                           "gn1": nn.GroupNorm(2 * groups, 2 * width),
+                           "conv2": nn.Conv2d(2 * width, width, 3, padding=1, bias=False),
+                           "gn2": nn.GroupNorm(groups, width)}) for _ in range(2))
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for b in self.blocks:
+            x = torch.relu(b["gn2"](b["conv2"](torch.relu(b["gn1"](b["conv1"](x))))) + x)
+        return self.fc(x.mean((2, 3)))
+
+
+class InstanceNormNet(nn.Module):
+    """Style-transfer-like encoder: InstanceNorm2d with and without affine parameters and running statistics."""
+
+    def __init__(self, width: int = 12, classes: int = 5) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, width, 3, padding=1)
+        self.n1 = nn.InstanceNorm2d(width, affine=True)
+        self.c2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.n2 = nn.InstanceNorm2d(2 * width, track_running_stats=True)
+        self.c3 = nn.Conv2d(2 * width, 2 * width, 3, padding=1)
+        self.n3 = nn.InstanceNorm2d(2 * width)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.n1(self.c1(x)))
+        x = torch.relu(self.n2(self.c2(x)))
+        x = torch.relu(self.n3(self.c3(x)))
+        return self.fc(x.amax((2, 3)))
+
+
+class ActivationsNet(nn.Module):
+    """Per-channel PReLU after a conv, Mish, SiLU, a single-slope PReLU in the classifier, zero padding."""
+
+    def __init__(self, width: int = 12, classes: int = 10) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, width, 3)
+        self.pad = nn.ZeroPad2d(1)
+        self.a1 = nn.PReLU(width)
+        self.c2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.a2 = nn.Mish()
+        self.c3 = nn.Conv2d(2 * width, 2 * width, 3, padding=1)
+        self.fc1 = nn.Linear(2 * width, 32)
+        self.a4 = nn.PReLU()
+        self.fc2 = nn.Linear(32, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a1(self.pad(self.c1(x)))
+        x = nn.functional.silu(self.c3(self.a2(self.c2(x))))
+        return self.fc2(self.a4(self.fc1(x.mean((2, 3)))))
+
+
+class TextCNN(nn.Module):
+    """A text classifier fed token ids (N, T) (Kim 2014): an embedding table, Conv1d over the token axis,
+    max over time, a Linear head."""
+
+    def __init__(self, vocab: int = 200, dim: int = 24, width: int = 32, classes: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.conv = nn.Conv1d(dim, width, 3, padding=1)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids).transpose(1, 2)  # (N, dim, T)
+        return self.fc(torch.relu(self.conv(x)).amax(dim=2))
+
+
+class BagOfEmbeddings(nn.Module):
+    """fastText-style: token ids -> embedding -> mean over tokens -> MLP."""
+
+    def __init__(self, vocab: int = 200, dim: int = 32, hidden: int = 48, classes: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim, padding_idx=0)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(self.embed(ids).mean(1))))
+
+
+class RecurrentTagger(nn.Module):
+    """Token ids -> embedding -> LSTM (kept whole, and said so) -> Linear per token."""
+
+    def __init__(self, vocab: int = 100, dim: int = 16, hidden: int = 24, classes: int = 5) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.lstm = nn.LSTM(dim, hidden, batch_first=True)
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(ids))
+        return self.fc2(torch.relu(self.fc1(out)))
+
+
+class TwoInputNet(nn.Module):
+    """A forward with two inputs: an image and a feature vector, fused before the head (fed as a tuple or dict)."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 12, 3, padding=1)
+        self.tab = nn.Linear(6, 16)
+        self.fc1 = nn.Linear(12 + 16, 32)
+        self.fc2 = nn.Linear(32, classes)
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.conv(image)).mean((2, 3))
+        b = torch.relu(self.tab(features))
+        return self.fc2(torch.relu(self.fc1(torch.cat([a, b], dim=1))))
+
+
+def token_batch(n: int, length: int = 12, vocab: int = 200, seed: int = 0) -> torch.Tensor:
+    """Token ids with a Zipf-like frequency (a few common tokens, a long tail), as text has."""
+    g = torch.Generator().manual_seed(seed)
+    weights = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64)
+    return torch.multinomial(weights.expand(n, -1), length, replacement=True, generator=g)
+
+
+def _uniform(*shape: int):
+    return lambda n, seed: torch.rand(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _normal(*shape: int):
+    return lambda n, seed: torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _two_inputs(as_dict: bool):
+    def make(n: int, seed: int):
+        image, features = _uniform(3, 8, 8)(n, seed), _normal(6)(n, seed + 1)
+        return {"features": features, "image": image} if as_dict else (image, features)
+    return make
+
+
+# name -> (factory, example batch maker (n, seed) -> batch): every layer family, each fed what its forward takes
+FAMILIES = {
+    "kws_conv1d": (KeywordSpotting1d, _normal(20, 49)),
+    "volume_conv3d": (Volume3d, _uniform(1, 8, 16, 16)),
+    "unet_transposed": (UNet, _uniform(3, 16, 16)),
+    "denoiser_transposed1d": (Denoiser1d, _normal(2, 32)),
+    "groupnorm_resnet": (GroupNormResNet, _uniform(3, 12, 12)),
+    "instancenorm": (InstanceNormNet, _uniform(3, 12, 12)),
+    "prelu_mish_silu": (ActivationsNet, _uniform(3, 12, 12)),
+    "text_cnn_embedding": (TextCNN, lambda n, seed: token_batch(n, seed=seed)),
+    "bag_of_embeddings": (BagOfEmbeddings, lambda n, seed: token_batch(n, seed=seed)),
+    "two_inputs_tuple": (TwoInputNet, _two_inputs(as_dict=False)),
+    "two_inputs_dict": (TwoInputNet, _two_inputs(as_dict=True)),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gates and activations with f(0) != 0 (issue 24): squeeze-and-excitation, MobileNetV3's block, sigmoid MLPs.
+
+class SqueezeExcite(nn.Module):
+    """Hu et al.'s SE gate, as torchvision writes it: pool, reduce, ReLU, expand, sigmoid (or hardsigmoid), scale."""
+
+    def __init__(self, channels: int, squeeze: int, conv: bool = True, gate: type[nn.Module] = nn.Sigmoid) -> None:
+        super().__init__()
+        self.conv = conv
+        self.fc1 = nn.Conv2d(channels, squeeze, 1) if conv else nn.Linear(channels, squeeze)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1) if conv else nn.Linear(squeeze, channels)
+        self.gate = gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv:
+            s = nn.functional.adaptive_avg_pool2d(x, 1)
+            return x * self.gate(self.fc2(torch.relu(self.fc1(s))))
+        s = x.mean((2, 3))
+        s = self.gate(self.fc2(torch.relu(self.fc1(s))))
+        return x * s.view(s.shape[0], s.shape[1], 1, 1)
+
+
+class SENet(nn.Module):
+    """A small SE-ResNet-like network: conv, BN, ReLU, an SE gate written with Linear layers, conv, an SE gate with
+    1x1 convs, global pool, head."""
+
+    def __init__(self, width: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.se1 = SqueezeExcite(width, 4, conv=False)
+        self.c2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.se2 = SqueezeExcite(2 * width, 8, conv=True)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.se1(torch.relu(self.bn1(self.c1(x))))
+        x = self.se2(torch.relu(self.c2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+class InvertedResidualV3(nn.Module):
+    """MobileNetV3's block (Howard et al.): 1x1 expand, BN, hardswish, depthwise 3x3, BN, hardswish, SE with a
+    hardsigmoid gate, 1x1 project, BN, residual addition."""
+
+    def __init__(self, channels: int = 16, expand: int = 48) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(channels, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.Hardswish())
+        self.dw = nn.Sequential(nn.Conv2d(expand, expand, 3, padding=1, groups=expand, bias=False),
+                                nn.BatchNorm2d(expand), nn.Hardswish())
+        self.se = SqueezeExcite(expand, 12, gate=nn.Hardsigmoid)
+        self.project = nn.Sequential(nn.Conv2d(expand, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.project(self.se(self.dw(self.expand(x))))
+
+
+class MobileNetV3Like(nn.Module):
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16),
+                                  nn.Hardswish())
+        self.blocks = nn.Sequential(InvertedResidualV3(), InvertedResidualV3())
+        self.head = nn.Sequential(nn.Linear(16, 32), nn.Hardswish(), nn.Linear(32, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+class SigmoidMLP(nn.Module):
+    """A classic MLP with sigmoid and softplus hidden units (f(0) != 0: a removed unit still emits f(0))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(64, 48), nn.Linear(48, 32), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.sigmoid(self.fc1(x.flatten(1)))
+        return self.fc3(nn.functional.softplus(self.fc2(x)))
+
+
+GATES = {
+    "se_net": (SENet, _uniform(3, 12, 12)),
+    "mobilenet_v3_block": (MobileNetV3Like, _uniform(3, 16, 16)),
+    "sigmoid_mlp": (SigmoidMLP, _uniform(1, 8, 8)),
+}

@@ -314,8 +314,8 @@ class WithSigmoidHead(nn.Module):
 
 
 @pytest.mark.parametrize("model, path", [
-    (nn.Sequential(nn.Conv2d(4, 4, 3), nn.Flatten(2), nn.Conv1d(4, 2, 1)), r"module 2 \(Conv1d\)"),
-    (nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LSTM(4, 4)), r"module 2 \(LSTM\)"),
+    (nn.Sequential(nn.Conv2d(4, 4, 3), nn.ChannelShuffle(2), nn.Conv2d(4, 2, 1)), r"module 1 \(ChannelShuffle\)"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.Softmax(dim=1), nn.Linear(4, 2)), r"module 2 \(Softmax\)"),
     (WithSigmoidHead(), r"module head.0 \(Sigmoid\)"),
 ])
 def test_unsupported_module_is_named(model, path):

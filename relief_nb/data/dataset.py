@@ -26,7 +26,7 @@ class ChecksumError(ValueError):
 @dataclass
 class Dataset:
     """A whole data set in memory: images (N, C, H, W) as uint8 pixels or float32 values (or any (N, ...)
-    inputs as float32) and int64 labels in [0, num_classes)."""
+    inputs as float32, or int64 token ids (N, T)) and int64 labels in [0, num_classes)."""
 
     name: str
     train_x: torch.Tensor
@@ -62,12 +62,14 @@ class Dataset:
 def prepare(x: torch.Tensor, ds: Dataset, device: torch.device | str, augment: bool = False,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 (pixels / 255) or float batch -> normalised float32 batch on ``device`` (augmented if asked and the
-    data set has any). The caller's tensor is never changed.
+    data set has any); integer token ids are only moved. The caller's tensor is never changed.
 
     Image batches come out channels-last, the layout oneDNN's CPU convolutions and pools are fastest in
     (LeNet-5 trains 1.7x faster); the values are the same in either layout.
     """
     x = x.to(device, non_blocking=True)
+    if not x.is_floating_point() and x.dtype != torch.uint8:
+        return x  # token ids, for an embedding table
     # uint8 pixels are scaled to [0, 1] (in a new tensor); float images are taken as they are, never modified
     x = x.float().div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)
     if augment and ds.crop_padding:

@@ -6,8 +6,12 @@ Accepted by :func:`as_dataset` (and by ``Run(config, data=...)``, ``relief-nb ru
 
 * a :class:`~relief_nb.data.Dataset`;
 * tensors ``(train_x, train_y, test_x, test_y)`` (a tuple or a dict with those keys): images ``(N, C, H, W)``
-  or ``(N, H, W)`` as uint8 pixels (scaled by 1/255) or floats (used as they are), or any ``(N, features)``
-  float inputs; integer labels in ``[0, num_classes)``;
+  or ``(N, H, W)`` as uint8 pixels (scaled by 1/255) or floats (used as they are), any ``(N, features)`` float
+  inputs, integer token ids ``(N, T)`` (int64 / int32, kept as ids for an embedding table); with
+  ``inputs="as_is"`` float inputs keep their shape (sequences ``(N, C, L)`` are not taken for ``(N, H, W)``
+  images); integer labels in ``[0, num_classes)``;
+* a file ``.pt`` (``torch.save`` of such a dict, which may also hold ``"inputs": "as_is"``) or ``.npz`` (numpy
+  arrays under those keys);
 * a pair ``(train, test)`` of ``torch.utils.data.Dataset`` returning ``(input, label)``;
 * a folder: MNIST's IDX layout (``train-images-idx3-ubyte[.gz]`` and the three others), or class folders
   ``train/<class>/*.png|jpg`` and ``test/<class>/*.png|jpg`` (ImageFolder-style; classes sorted by name,
@@ -34,18 +38,25 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 _KEYS = ("train_x", "train_y", "test_x", "test_y")
 
 
-def as_dataset(data: Any, name: str = "custom", num_classes: int | None = None) -> Dataset:
+def as_dataset(data: Any, name: str = "custom", num_classes: int | None = None, inputs: str = "auto") -> Dataset:
     """``data`` in any accepted form (module docstring) as a validated :class:`Dataset` named ``name``.
 
-    ``num_classes`` defaults to the largest label + 1. Errors name what is wrong and how to fix it."""
+    ``num_classes`` defaults to the largest label + 1. ``inputs="as_is"`` keeps float inputs' shape (``"auto"``
+    reads 3-D ones as single-channel images). Errors name what is wrong and how to fix it."""
+    if inputs not in ("auto", "as_is"):
+        raise ValueError(f"inputs must be 'auto' or 'as_is', got {inputs!r}")
     if isinstance(data, Dataset):
         return _validated(data)
     if isinstance(data, (str, os.PathLike)):
-        return _from_folder(Path(data), name, num_classes)
+        path = Path(data)
+        if path.suffix in (".pt", ".pth", ".npz"):
+            return _from_file(path, name, num_classes, inputs)
+        return _from_folder(path, name, num_classes)
     if isinstance(data, Mapping):
         missing = [k for k in _KEYS if k not in data]
         if missing:
             raise ValueError(f"data as a dict needs the keys {_KEYS}; missing {missing}")
+        inputs = data.get("inputs", inputs)
         data = tuple(data[k] for k in _KEYS)
     if isinstance(data, Sequence) and len(data) == 2 and all(isinstance(d, torch.utils.data.Dataset) for d in data):
         train_x, train_y = _materialize(data[0], "train")
@@ -53,21 +64,29 @@ def as_dataset(data: Any, name: str = "custom", num_classes: int | None = None) 
         data = (train_x, train_y, test_x, test_y)
     if isinstance(data, Sequence) and len(data) == 4:
         tensors = [torch.as_tensor(t) for t in data]
-        return _from_tensors(*tensors, name=name, num_classes=num_classes)
+        return _from_tensors(*tensors, name=name, num_classes=num_classes, inputs=inputs)
     raise TypeError("data must be a relief_nb Dataset, tensors (train_x, train_y, test_x, test_y), a pair of "
                     f"torch Datasets (train, test) or a folder (IDX or class folders); got {type(data).__name__}")
 
 
-def _images(x: torch.Tensor, what: str) -> torch.Tensor:
+def _images(x: torch.Tensor, what: str, inputs: str = "auto") -> torch.Tensor:
+    """Inputs as the data set keeps them: uint8 pixels, float32 values, or int64 token ids."""
     if x.dtype == torch.uint8:
         return x.unsqueeze(1) if x.ndim == 3 else x
     if x.is_floating_point():
         x = x.to(torch.float32)
         if not torch.isfinite(x).all():
             raise ValueError(f"{what} contains NaN or infinite values")
-        return x.unsqueeze(1) if x.ndim == 3 else x
-    raise TypeError(f"{what} must be uint8 pixels (0..255) or floating point, got {x.dtype}; for integer "
-                    "pixels use x.to(torch.uint8), for other integers convert to float")
+        return x.unsqueeze(1) if x.ndim == 3 and inputs == "auto" else x
+    if x.dtype in (torch.int64, torch.int32, torch.int16, torch.int8):
+        if x.ndim != 2:
+            raise TypeError(f"{what} is {x.dtype} of shape {tuple(x.shape)}: integer inputs are token ids (N, T); "
+                            "images must be uint8 pixels (x.to(torch.uint8)) or floats")
+        if x.numel() and int(x.min()) < 0:
+            raise ValueError(f"{what} holds integer token ids, which must be >= 0; found {int(x.min())}")
+        return x.long()
+    raise TypeError(f"{what} must be uint8 pixels (0..255), floating point values or integer token ids, got "
+                    f"{x.dtype}")
 
 
 def _labels(y: torch.Tensor, what: str) -> torch.Tensor:
@@ -78,8 +97,8 @@ def _labels(y: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def _from_tensors(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                  name: str, num_classes: int | None) -> Dataset:
-    train_x, test_x = _images(train_x, "train_x"), _images(test_x, "test_x")
+                  name: str, num_classes: int | None, inputs: str = "auto") -> Dataset:
+    train_x, test_x = _images(train_x, "train_x", inputs), _images(test_x, "test_x", inputs)
     train_y, test_y = _labels(train_y, "train_y"), _labels(test_y, "test_y")
     for x, y, split in ((train_x, train_y, "train"), (test_x, test_y, "test")):
         if x.shape[0] != y.shape[0]:
@@ -113,6 +132,26 @@ def _materialize(ds: torch.utils.data.Dataset, split: str) -> tuple[torch.Tensor
     xs = torch.stack([torch.as_tensor(np.asarray(x)) if not torch.is_tensor(x) else x for x, _ in items])
     ys = torch.as_tensor([int(y) for _, y in items])
     return xs, ys
+
+
+def _from_file(path: Path, name: str, num_classes: int | None, inputs: str) -> Dataset:
+    """A ``.pt`` file (``torch.save`` of a dict with train_x, train_y, test_x, test_y, optionally ``inputs``) or an
+    ``.npz`` file with those arrays."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as arrays:
+                content: Any = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+        else:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which, and what it should hold
+        raise ValueError(f"cannot read data file {path} ({type(err).__name__}: {err}); it must be a torch.save'd "
+                         f"dict or an .npz file with the keys {_KEYS}") from err
+    if not isinstance(content, Mapping):
+        raise ValueError(f"data file {path} holds a {type(content).__name__}; it must hold a dict with the keys "
+                         f"{_KEYS}")
+    return as_dataset(dict(content), name, num_classes, inputs)
 
 
 def _from_folder(folder: Path, name: str, num_classes: int | None) -> Dataset:

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..core.batches import input_shape_of
 from ..data.datasets import DATASETS, Dataset, load_dataset, prepare, synthetic_dataset
 from ..data.userdata import as_dataset, data_fingerprint
 from ..graph.structure import PruningGraph, trace_model
@@ -127,7 +128,7 @@ class RunInputs:
         self.scoring_batch = prepare(self.train_x[idx], ds, self.device)  # fixed, no augmentation
         self.scoring_labels = self.train_y[idx].to(self.device)
         self.model = self._build_model(ds).to(self.device, memory_format=torch.channels_last)
-        self.graph: PruningGraph = trace_model(self.model, ds.input_shape)
+        self.graph: PruningGraph = trace_model(self.model, input_shape_of(self.scoring_batch))
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
         torch.manual_seed(cfg.seed + 3)  # the global RNG drives dropout; resume restores its state
         self.folder  # noqa: B018  (the name: fingerprints computed, a 0.1 folder migrated, before anything is written)

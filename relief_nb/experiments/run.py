@@ -236,7 +236,7 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
             return None
         try:
             compact = CompactModel(self.model, self.graph)
-            compact.check(self._data().input_shape, self.scoring_batch[:8])
+            compact.check(self.graph.input_shape, self.scoring_batch[:8])
         except Exception as err:  # an optimisation only: any failure retrains the masked model, as before
             warnings.warn(f"compact retraining is off for this stage ({type(err).__name__}: {err}); the masked model "
                           "is retrained instead", stacklevel=2)

@@ -30,7 +30,18 @@ from torch import nn
 
 from ..core.masks import raw_weight, refresh_weights
 from ..core.modes import eval_mode
-from .export import NORM_TENSORS, ExportError, _check_against, _set_submodule, plan_slices, slice_module, take
+from ..core.units import resize, unit_major
+from .export import (
+    NORM_TENSORS,
+    ExportError,
+    _check_against,
+    _set_submodule,
+    plan_slices,
+    resize_channelwise,
+    slice_module,
+    take,
+    weight_index,
+)
 from .structure import PruningGraph
 
 __all__ = ["CompactModel"]
@@ -54,16 +65,12 @@ class CompactModel:
         self.index: dict[str, Index] = {}  # state_dict key -> kept positions along dims 0 and 1
         for path, (out_idx, in_idx, groups) in plan.layers.items():
             m = compact.get_submodule(path)
-            self._slice(m, path, {"weight": (out_idx, in_idx), "bias": (out_idx, None)})
-            if isinstance(m, nn.Conv2d):
-                m.out_channels, m.groups = len(out_idx), groups
-                m.in_channels = raw_weight(m).shape[1] * groups
-            else:
-                m.out_features, m.in_features = len(out_idx), raw_weight(m).shape[1]
+            self._slice(m, path, {"weight": weight_index(m, out_idx, in_idx), "bias": (out_idx, None)})
+            resize(m, len(out_idx), unit_major(m, raw_weight(m)).shape[1], groups)
         for path, idx in plan.norms.items():
             m = compact.get_submodule(path)
             self._slice(m, path, dict.fromkeys(NORM_TENSORS, (idx, None)))
-            m.num_features = len(idx)
+            resize_channelwise(m, len(idx))
         for (path, buffer), idx in plan.gates.items():
             owner = compact.get_submodule(path)
             owner.register_buffer(buffer, take(getattr(owner, buffer), idx))

@@ -32,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.batches import Batch, BatchSpec, as_spec, call_model, example_batch, input_shape_of, slice_batch
 from ..core.masks import effective, is_pruned, make_permanent, refresh_weights
 from ..core.modes import eval_mode
 from ..core.outputs import output_tensors
 from ..core.precision import strict_fp32
+from ..core.units import from_unit_major, in_units, is_conv, is_transposed, resize, unit_major
 from ..models.zoo import OptionAShortcut
 from .structure import PruningGraph, trace_model
 from .trace import ModelGraph, alive_units
@@ -63,9 +65,10 @@ class SparseLinear(nn.Module):
         return y + self.bias if self.bias is not None else y
 
 
-def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d | nn.BatchNorm1d
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold eval-mode BatchNorm into the preceding layer: w' = w * g / s, b' = (b - mu) * g / s + beta."""
+    """Fold eval-mode BatchNorm into the preceding layer (``weight`` unit-major): w' = w * g / s,
+    b' = (b - mu) * g / s + beta."""
     gamma, beta = effective(bn, "weight"), effective(bn, "bias")
     scale = gamma / torch.sqrt(bn.running_var + bn.eps)
     b = bias if bias is not None else torch.zeros_like(bn.running_mean)
@@ -150,7 +153,7 @@ def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: d
         if n not in keep:
             continue
         before = keep[n].clone()
-        if kind in ("pass", "bn", "gate", "scale", "ln"):
+        if kind in ("pass", "bn", "gate", "scale", "ln", "channelwise", "gn"):
             src = link[1].name
             if src in keep:
                 keep[n] |= keep[src]
@@ -159,6 +162,13 @@ def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: d
                 changed |= not torch.equal(old, keep[src])
             if kind == "ln" or (kind == "scale" and link[2] is not None):  # would need slicing: keep all
                 changed |= full(n) | full(src)
+            elif kind == "gn":  # statistics shared by a group: a group goes only as a whole
+                size = len(keep[n]) // link[2]
+                groups = keep[n].view(link[2], size).any(dim=1, keepdim=True).expand(-1, size).reshape(-1)
+                keep[n] |= groups
+                if src in keep:
+                    changed |= not torch.equal(keep[src], keep[src] | groups)
+                    keep[src] |= groups
         elif kind == "reshape":
             src, line, size = link[1].name, link[2], link[3]
             keep[n] |= keep[src][line]
@@ -192,7 +202,7 @@ def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: d
         elif kind == "layer":
             m = modules[node.target]
             src = link[1].name
-            if isinstance(m, nn.Conv2d) and m.groups > 1:
+            if is_conv(m) and m.groups > 1:
                 if src not in keep:  # reads a fixed input: every filter stays
                     changed |= full(n)
                 elif m.groups == m.in_channels == m.out_channels:  # depthwise: filter c reads channel c
@@ -211,7 +221,7 @@ class SlicePlan:
     """What the smaller model keeps of every sliced tensor (step 2 of the module docstring)."""
 
     layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, int]]  # path -> out idx, in idx (None: whole), groups
-    norms: dict[str, torch.Tensor]  # BatchNorm path -> kept channels
+    norms: dict[str, torch.Tensor]  # per-channel module (norm, PReLU) path -> kept channels
     gates: dict[tuple[str, str], torch.Tensor]  # (module path, mask buffer) -> kept channels
     shortcuts: dict[str, IndexShortcut]  # option-A shortcut path -> its re-indexed replacement
     folds: dict[str, str]  # layer path -> the BatchNorm export folds into it (read directly, by nothing else)
@@ -228,8 +238,8 @@ def plan_slices(model: nn.Module, graph: ModelGraph, multiple: int = 1) -> Slice
         m = graph.layer(layer_name).module
         src = graph.links[node_name][1].name
         out_idx = keep[node_name].nonzero().flatten()
-        in_idx = keep.get(src, torch.ones(_in_len(m), dtype=torch.bool)).nonzero().flatten()
-        if isinstance(m, nn.Conv2d) and m.groups > 1:  # depthwise: filter c reads channel c; grouped: kept whole
+        in_idx = keep.get(src, torch.ones(in_units(m), dtype=torch.bool)).nonzero().flatten()
+        if is_conv(m) and m.groups > 1:  # depthwise: filter c reads channel c; grouped: kept whole
             depthwise = m.groups == m.in_channels == m.out_channels
             plan.layers[layer_name] = (out_idx, None, len(out_idx) if depthwise else m.groups)
         else:
@@ -242,7 +252,7 @@ def plan_slices(model: nn.Module, graph: ModelGraph, multiple: int = 1) -> Slice
         if link is None or node.name not in keep:
             continue
         idx = keep[node.name].nonzero().flatten()
-        if link[0] == "bn":
+        if link[0] in ("bn", "channelwise", "gn"):
             plan.norms[node.target] = idx
         elif link[0] == "gate":
             gate = link[2]
@@ -267,15 +277,44 @@ def take(t: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tensor | None = N
     return (t[:, in_idx.to(t.device)] if in_idx is not None and t.ndim > 1 else t).clone()
 
 
+def weight_index(m: nn.Module, out_idx: torch.Tensor, in_idx: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The :func:`take` index of a layer's weight in its own layout, from kept units and inputs (a transposed
+    layer's weight stores its inputs first: :mod:`relief_nb.core.units`)."""
+    if not is_transposed(m):
+        return out_idx, in_idx
+    if in_idx is None:
+        raise ExportError("a transposed layer is sliced along both axes (a grouped one is not supported)")
+    return in_idx, out_idx
+
+
+def resize_channelwise(m: nn.Module, n: int) -> None:
+    """Set a per-channel module's size attributes to ``n`` kept channels (a GroupNorm keeps its group size)."""
+    if isinstance(m, nn.GroupNorm):
+        m.num_groups, m.num_channels = n // (m.num_channels // m.num_groups), n
+    elif isinstance(m, nn.PReLU):
+        m.num_parameters = n
+    else:
+        m.num_features = n
+
+
 @torch.no_grad()
 @strict_fp32()  # traced, sliced and checked in full float32 (relief_nb.core.precision)
-def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear: bool = False,
+def export_pruned(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec | Batch, sparse_linear: bool = False,
                   graph: PruningGraph | None = None, ignore: tuple[str, ...] = (),
-                  probe: torch.Tensor | None = None) -> nn.Module:
+                  probe: Batch | None = None) -> nn.Module:
     """A smaller dense copy of a pruned model (see the module docstring), checked against the masked model on
-    ``probe`` (default: 8 seeded normal examples of ``input_shape``)."""
+    ``probe`` (default: 8 seeded examples of ``input_shape``: normal floats, token ids below the smallest
+    embedding table's size).
+
+    ``input_shape`` is one example's shape, a :class:`~relief_nb.core.batches.BatchSpec`, or an example batch
+    (a tensor, or a tuple / dict of tensors for a forward with several inputs), whose first 8 examples are then the
+    default probe."""
     if not any(is_pruned(m) for m in model.modules()):
         raise ExportError("the model was never pruned (no weight masks): there is nothing to export")
+    if _is_batch(input_shape):
+        probe = probe if probe is not None else slice_batch(input_shape, 0, 8)
+        input_shape = input_shape_of(input_shape)
     graph = graph or trace_model(model, input_shape, ignore)
     plan = plan_slices(model, graph)
     modules = dict(model.named_modules())
@@ -285,9 +324,15 @@ def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear:
         m = layer.module
         w, b = effective(m, "weight"), effective(m, "bias")
         if layer_name in plan.folds:
-            w, b = _fold_bn(w, b, modules[plan.folds[layer_name]])
-        w = take(w, out_idx, in_idx)
+            w, b = _fold_bn(unit_major(m, w), b, modules[plan.folds[layer_name]])
+            w = from_unit_major(m, w)
         b = take(b, out_idx) if b is not None else None
+        if type(m) not in (nn.Conv2d, nn.Linear):  # any other layer, its class and settings kept, resized
+            new = _resized_copy(exported.get_submodule(layer_name), take(w, *weight_index(m, out_idx, in_idx)), b,
+                                len(out_idx), groups)
+            _set_submodule(exported, layer_name, new)
+            continue
+        w = take(w, out_idx, in_idx)
         if isinstance(m, nn.Conv2d):
             new: nn.Module = nn.Conv2d(w.shape[1] * groups, len(out_idx), m.kernel_size, m.stride, m.padding,
                                        m.dilation, groups=groups, bias=b is not None).to(w.device, w.dtype)
@@ -305,9 +350,9 @@ def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear:
         if path in folded:
             _set_submodule(exported, path, nn.Identity())
         else:
-            bn = exported.get_submodule(path)
-            slice_module(bn, dict.fromkeys(NORM_TENSORS, (idx, None)))
-            bn.num_features = len(idx)
+            norm = exported.get_submodule(path)
+            slice_module(norm, dict.fromkeys(NORM_TENSORS, (idx, None)))
+            resize_channelwise(norm, len(idx))
     for (path, buffer), idx in plan.gates.items():
         owner = exported.get_submodule(path)
         setattr(owner, buffer, take(getattr(owner, buffer), idx))
@@ -318,8 +363,14 @@ def export_pruned(model: nn.Module, input_shape: tuple[int, ...], sparse_linear:
     return exported
 
 
-def _in_len(m: nn.Module) -> int:
-    return m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+def _resized_copy(m: nn.Module, w: torch.Tensor, b: torch.Tensor | None, out: int, groups: int) -> nn.Module:
+    """``m`` (a plain copy) holding the sliced weight ``w`` (its own layout) and bias ``b``, its sizes updated."""
+    grad = m.weight.requires_grad
+    m.weight = nn.Parameter(w.contiguous(), requires_grad=grad)
+    if b is not None:  # a folded BatchNorm gives a bias to a layer that had none
+        m.bias = nn.Parameter(b, requires_grad=grad)
+    resize(m, out, unit_major(m, w).shape[1], groups)
+    return m
 
 
 def _foldable_bn(graph: ModelGraph, node) -> str | None:
@@ -354,16 +405,27 @@ def slice_module(m: nn.Module, index: dict[str, tuple[torch.Tensor, torch.Tensor
     return sliced
 
 
-def _check_against(model: nn.Module, exported: nn.Module, input_shape: tuple[int, ...],
-                   probe: torch.Tensor | None) -> None:
+def _is_batch(x: object) -> bool:
+    """An example batch rather than a shape or spec: a tensor, a dict, or a sequence holding tensors."""
+    return isinstance(x, (torch.Tensor, dict)) or (isinstance(x, (tuple, list)) and any(
+        isinstance(t, torch.Tensor) for t in x))
+
+
+def _probe(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec) -> Batch:
+    """8 seeded examples: standard normal floats, integers below the smallest embedding table's size."""
     param = next(model.parameters())
-    if probe is None:
-        gen = torch.Generator().manual_seed(0)
-        probe = torch.randn(8, *input_shape, generator=gen).to(param.device, param.dtype)
+    tables = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
+    return example_batch(as_spec(input_shape), 8, param.dtype, param.device, torch.Generator().manual_seed(0),
+                         high=min(tables, default=2))
+
+
+def _check_against(model: nn.Module, exported: nn.Module, input_shape: tuple[int, ...] | BatchSpec,
+                   probe: Batch | None) -> None:
+    probe = _probe(model, input_shape) if probe is None else probe
     with eval_mode(model), strict_fp32():  # the tolerance below is for float32, not TF32
-        expected = model(probe)
+        expected = call_model(model, probe)
         try:
-            got = exported(probe)
+            got = call_model(exported, probe)
         except Exception as err:
             raise ExportError(f"the exported model fails on a probe batch ({type(err).__name__}: {err}); a forward "
                               "that hard-codes channel counts cannot be sliced") from err

@@ -12,6 +12,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..core.masks import current_mask
+from ..core.units import in_units, is_conv, out_units, unit_major
 
 __all__ = ["Back", "Gate", "GraphLayer", "Merge", "ModelGraph", "Norm", "UnitMap", "UnsupportedModuleError",
            "alive_units", "fixed_map", "layer_reads", "shape_of", "to_host", "to_model"]
@@ -36,11 +37,12 @@ class UnsupportedModuleError(TypeError):
 
 @dataclass
 class GraphLayer:
-    """A Conv2d or Linear layer: its units are its output channels / neurons."""
+    """A weighted-sum layer (Linear, a convolution of any dimension, an embedding table): its units are its output
+    channels / features (:mod:`relief_nb.core.units`)."""
 
     name: str
-    module: nn.Conv2d | nn.Linear
-    bn: nn.BatchNorm2d | nn.BatchNorm1d | None = None  # a BatchNorm that reads this layer's output directly
+    module: nn.Module
+    bn: nn.Module | None = None  # a BatchNorm that reads this layer's output directly
     bn_name: str | None = None
     out_shape: tuple[int, ...] = ()  # per example, e.g. (C, H, W), (F,) or (T, F)
     in_shape: tuple[int, ...] = ()
@@ -51,18 +53,18 @@ class GraphLayer:
 
     @property
     def kind(self) -> str:
-        return "conv" if isinstance(self.module, nn.Conv2d) else "linear"
+        """``conv`` (pruned with ``alpha_conv``), ``linear`` or ``embedding`` (with ``alpha_fc``)."""
+        if is_conv(self.module):
+            return "conv"
+        return "embedding" if isinstance(self.module, nn.Embedding) else "linear"
 
     @property
     def in_units(self) -> int:
-        m = self.module
-        units = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
-        return units // self.features_per_channel
+        return in_units(self.module) // self.features_per_channel
 
     @property
     def out_units(self) -> int:
-        m = self.module
-        return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        return out_units(self.module)
 
     def layers(self) -> list[GraphLayer]:
         return [self]
@@ -100,6 +102,11 @@ class Merge:
     axis: int
     ndim: int
     cuts: list[str | Gate | None]
+
+    @property
+    def conv(self) -> bool:
+        """A sum of convolution maps (units on dim 1 of an (N, C, *positions) tensor): ruled with ``alpha_conv``."""
+        return self.axis == 1 and self.ndim >= 3
 
 
 @dataclass
@@ -158,6 +165,7 @@ class ModelGraph:
     fixed_pos: dict[str, torch.Tensor] = field(default_factory=dict)  # per fx node: positions of fixed signal
     ignored: tuple[str, ...] = ()
     chain: bool = True  # each layer reads only the one before it, through pass-through ops (the exporter's case)
+    kept_whole: dict[str, str] = field(default_factory=dict)  # module path -> why it is left dense (pass's report)
 
     @property
     def nodes(self) -> list[GraphLayer]:
@@ -175,8 +183,8 @@ class ModelGraph:
 def layer_reads(layer: GraphLayer) -> torch.Tensor:
     """Boolean per input feature of ``layer``: does any surviving connection read it?"""
     m = layer.module
-    mask = current_mask(m, "weight") != 0
-    if mask.ndim == 4:
+    mask = unit_major(m, current_mask(m, "weight") != 0)
+    if is_conv(m):
         g = m.groups
         return mask.reshape(g, mask.shape[0] // g, mask.shape[1], -1).any(dim=3).any(dim=1).reshape(-1)
     return mask.any(dim=0)
@@ -185,7 +193,7 @@ def layer_reads(layer: GraphLayer) -> torch.Tensor:
 def alive_units(layer: GraphLayer) -> torch.Tensor:
     """Boolean per unit of ``layer``: does it keep an incoming connection or its bias?"""
     m = layer.module
-    alive = (current_mask(m, "weight") != 0).reshape(layer.out_units, -1).any(dim=1)
+    alive = unit_major(m, current_mask(m, "weight") != 0).reshape(layer.out_units, -1).any(dim=1)
     if getattr(m, "bias", None) is not None:
         alive |= current_mask(m, "bias") != 0
     return alive

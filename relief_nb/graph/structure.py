@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from ..core.batches import BatchSpec
 from .trace import GraphLayer, ModelGraph, UnsupportedModuleError, trace_graph
 
 __all__ = ["LayerNode", "PruningGraph", "UnsupportedModuleError", "trace_model"]
@@ -18,7 +19,7 @@ LayerNode = GraphLayer
 PruningGraph = ModelGraph
 
 
-def trace_model(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable[str] = (),
+def trace_model(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec, ignore: Iterable[str] = (),
                 cache: bool = True) -> PruningGraph:
     """Trace ``model`` for examples of ``input_shape`` (see :func:`relief_nb.graph.trace_graph`)."""
     return trace_graph(model, input_shape, ignore, cache)

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATION_FUNCTIONS", "ACTIVATION_METHODS", "ACTIVATION_MODULES", "ADD", "LAYER_ROLES", "MEAN",
-           "METADATA", "MUL", "POOL_FUNCTIONS", "POOL_MODULES", "RESHAPE", "TRANSPOSE", "LayerRole",
-           "acts_as_torch_layer", "markdown", "refusal", "role_of"]
+__all__ = ["ACTIVATION_FUNCTIONS", "ACTIVATION_METHODS", "ACTIVATION_MODULES", "ADD", "CHANNELWISE_MODULES",
+           "LAYER_ROLES", "MEAN", "METADATA", "MUL", "POOL_FUNCTIONS", "POOL_MODULES", "RESHAPE", "RESIZE_FUNCTIONS",
+           "RESIZE_MODULES", "TRANSPOSE", "LayerRole", "acts_as_torch_layer", "markdown", "refusal", "role_of"]
 
 
 class LayerRole(NamedTuple):
@@ -44,35 +44,37 @@ def _roles(role: str, supported: bool, note: str, *names: str) -> dict[str, Laye
     return {name: LayerRole(role, supported, note) for name in names}
 
 
-_PLANNED_CONV = "planned: the score, mask and export are written for 2-D kernels (Conv2d) so far"
 _TABLE: dict[str, LayerRole] = {
     **_roles("weighted sum", True, "units: output features", "Linear"),
-    **_roles("weighted sum", True, "units: output channels", "Conv2d"),
-    **_roles("weighted sum", False, _PLANNED_CONV, "Conv1d", "Conv3d"),
-    **_roles("weighted sum", False, "planned: a transposed convolution is a weighted sum with its weight's in/out "
-             "axes swapped", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"),
+    **_roles("weighted sum", True, "units: output channels; any padding mode, grouped and depthwise", "Conv1d",
+             "Conv2d", "Conv3d"),
+    **_roles("weighted sum", True, "units: output channels; the weight's in/out axes swapped (groups=1 only)",
+             "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"),
     **_roles("weighted sum", False, "not materialised: run one forward first (it then becomes its non-lazy class)",
              "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d",
              "LazyConvTranspose3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d", "LazyInstanceNorm1d",
              "LazyInstanceNorm2d", "LazyInstanceNorm3d"),
     **_roles("weighted sum", False, "two inputs: a bilinear form has no single input signal per connection",
              "Bilinear"),
-    **_roles("weighted sum", False, "planned: an input table (token ids), read whole", "Embedding", "EmbeddingBag"),
+    **_roles("weighted sum", True, "an input table read by token ids (a Linear over one-hot ids); units: its "
+             "embedding dims", "Embedding"),
+    **_roles("weighted sum", False, "sums bags of embeddings with per-sample offsets: not followed yet (ignore= it)",
+             "EmbeddingBag"),
     **_roles("normalization", True, "follows its channels (folded into the layer it reads directly)",
-             "BatchNorm1d", "BatchNorm2d"),
+             "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm"),
+    **_roles("normalization", True, "follows its channels (statistics per sample and channel; sliced, not folded)",
+             "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
+    **_roles("normalization", True, "statistics shared by a group of channels: its channels count as merged; the "
+             "export removes whole groups only", "GroupNorm"),
     **_roles("normalization", True, "over the unit axis only; its channels count as merged (shared statistics)",
              "LayerNorm"),
-    **_roles("normalization", False, "planned: follows its channels like BatchNorm2d", "BatchNorm3d",
-             "SyncBatchNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
-    **_roles("normalization", False, "planned: statistics shared by a group of channels (pruned by whole groups, or "
-             "kept)", "GroupNorm"),
     **_roles("normalization", False, "planned: like LayerNorm over the unit axis", "RMSNorm"),
     **_roles("channel mixing", False, "normalises each channel by its neighbours: mixes units", "LocalResponseNorm",
              "CrossMapLRN2d"),
     **_roles("elementwise, f(0) = 0", True, "units pass through; a unit with no input emits zero",
              "ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Tanh", "Hardswish", "ELU", "CELU", "SELU", "Mish",
              "Hardtanh", "Hardshrink", "Softshrink", "Softsign", "Tanhshrink", "RReLU"),
-    **_roles("elementwise, f(0) = 0", False, "planned: its per-channel weight follows the channels", "PReLU"),
+    **_roles("elementwise, f(0) = 0", True, "its per-channel slope follows the channels", "PReLU"),
     **_roles("elementwise, f(0) != 0", False, "planned: a silent unit emits f(0), so the dead-unit rule needs care",
              "Sigmoid", "Hardsigmoid", "LogSigmoid", "Softplus", "Threshold"),
     **_roles("channel mixing", False, "mixes the units it normalises over", "Softmax", "Softmin", "LogSoftmax",
@@ -86,10 +88,12 @@ _TABLE: dict[str, LayerRole] = {
              "FractionalMaxPool2d", "FractionalMaxPool3d"),
     **_roles("pooling", False, "needs the indices of a pooling as a second input", "MaxUnpool1d", "MaxUnpool2d",
              "MaxUnpool3d"),
-    **_roles("padding and resizing", False, "planned: positions only, channels stay", "ZeroPad1d", "ZeroPad2d",
-             "ZeroPad3d", "ConstantPad1d", "ConstantPad2d", "ConstantPad3d", "ReflectionPad1d", "ReflectionPad2d",
-             "ReflectionPad3d", "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d", "CircularPad1d",
-             "CircularPad2d", "CircularPad3d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"),
+    **_roles("padding and resizing", True, "positions only, channels stay (a zero channel stays zero)", "ZeroPad1d",
+             "ZeroPad2d", "ZeroPad3d", "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d", "ReplicationPad1d",
+             "ReplicationPad2d", "ReplicationPad3d", "CircularPad1d", "CircularPad2d", "CircularPad3d", "Upsample",
+             "UpsamplingNearest2d", "UpsamplingBilinear2d"),
+    **_roles("padding and resizing", True, "positions only; a value other than 0 makes a silent unit emit it at the "
+             "borders (refused then)", "ConstantPad1d", "ConstantPad2d", "ConstantPad3d"),
     **_roles("shape", True, "positions and units re-indexed", "Flatten"),
     **_roles("shape", False, "planned: the inverse of a flatten", "Unflatten"),
     **_roles("shape", False, "planned: a permutation of channels, followed unit by unit", "ChannelShuffle",
@@ -147,14 +151,20 @@ def _supported(*roles: str) -> tuple[type, ...]:
     return tuple(k for k, r in LAYER_ROLES.items() if r.supported and r.role in roles)
 
 
-ACTIVATION_MODULES = _supported("elementwise, f(0) = 0", "identity in eval")
+ACTIVATION_MODULES = tuple(k for k in _supported("elementwise, f(0) = 0", "identity in eval") if k is not nn.PReLU)
 POOL_MODULES = _supported("pooling")
+RESIZE_MODULES = _supported("padding and resizing")
+# layers that keep their channels apart and whose parameters (if any) are per channel: on a fixed input they are
+# simply part of the fixed signal
+CHANNELWISE_MODULES = (*ACTIVATION_MODULES, *POOL_MODULES, *RESIZE_MODULES, nn.PReLU, nn.GroupNorm,
+                       nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 # the same operations as functions and tensor methods
 ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh, F.tanh,
                         F.hardswish, F.elu, F.celu, torch.celu, F.selu, torch.selu, F.mish, F.hardtanh, F.hardshrink,
                         F.softshrink, F.softsign, F.tanhshrink, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
                         F.alpha_dropout, F.feature_alpha_dropout, torch.clone}
 ACTIVATION_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone", "float", "to", "detach"}
+RESIZE_FUNCTIONS = {F.interpolate, F.upsample}
 POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
                   F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
                   F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.lp_pool1d, F.lp_pool2d}

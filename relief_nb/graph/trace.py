@@ -5,15 +5,19 @@ for the shapes, and walks the nodes once. Every tensor gets a *unit axis* (dim 1
 a Linear's input or output, sequences ``(N, T, F)`` included) and a *channel map*: for each prunable layer whose
 units it carries, the unit index at each position of that axis (``-1`` where none). How each operation maps units:
 
-* ``Conv2d`` / ``Linear``: a new source, ``arange(units)``; it reads its input axis through its kernels (a
-  grouped / depthwise conv's filter reads the input channels of its group only). A layer named in ``ignore=``
-  (or under an ignored module path) stays dense: it reads all its input and writes a fixed (unprunable) tensor.
+* a weighted sum (``Linear``; ``Conv1d/2d/3d``; ``ConvTranspose1d/2d/3d``; ``Embedding``, which reads token
+  ids): a new source, ``arange(units)``; it reads its input axis through its kernels (a grouped / depthwise conv's
+  filter reads the input channels of its group only). A layer named in ``ignore=`` (or under an ignored module
+  path) stays dense: it reads all its input and writes a fixed (unprunable) tensor.
 * elementwise activations with ``f(0) = 0`` (ReLU, ReLU6, LeakyReLU, GELU, SiLU, Tanh, Hardswish, ELU, as
   modules, functions or methods), dropout, identity, pooling over positions, ``mean`` over positions or tokens,
-  BatchNorm: pass units through. Because ``f(0) = 0``, a unit whose inputs and bias are all removed emits zero,
-  which the paper's dead-unit rule assumes (our extension from ReLU to these activations).
-* LayerNorm over the unit axis passes units through but mixes the statistics of all of them: its output
-  channels count as *merged* (below).
+  padding and resizing of positions, BatchNorm of any dimension, InstanceNorm, PReLU: pass units through. Because
+  ``f(0) = 0``, a unit whose inputs and bias are all removed emits zero, which the paper's dead-unit rule assumes
+  (our extension from ReLU to these activations).
+* LayerNorm over the unit axis, and GroupNorm over groups of channels, pass units through but mix the statistics
+  of the units they normalise together: their output channels count as *merged* (below).
+* recurrent layers and modules named in ``ignore=`` read their inputs whole and are kept whole (listed in
+  ``ModelGraph.kept_whole``).
 * ``flatten`` / ``view`` / ``reshape`` / ``transpose`` / ``permute`` / indexing of non-unit dims: positions move,
   units are re-indexed (a Linear after a flattened conv map reads ``H W`` features per channel).
 * ``torch.cat`` along the unit axis: the maps are concatenated. A residual addition (identity, option-A, or
@@ -41,8 +45,12 @@ from collections.abc import Hashable, Iterable
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 
+from ..core.batches import BatchSpec, as_spec, example_batch, fx_args
 from ..core.modes import eval_mode
+from ..core.units import UNIT_LAYERS
 from ..models.zoo import OptionAShortcut
 from .nodes import (
     Gate,
@@ -65,12 +73,15 @@ from .taxonomy import (
     ACTIVATION_METHODS,
     ACTIVATION_MODULES,
     ADD,
+    CHANNELWISE_MODULES,
     MEAN,
     METADATA,
     MUL,
     POOL_FUNCTIONS,
     POOL_MODULES,
     RESHAPE,
+    RESIZE_FUNCTIONS,
+    RESIZE_MODULES,
     TRANSPOSE,
     acts_as_torch_layer,
     refusal,
@@ -113,9 +124,12 @@ def structure_key(model: nn.Module) -> Hashable:
     return tuple(key)
 
 
-def trace_graph(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable[str] = (),
+def trace_graph(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec, ignore: Iterable[str] = (),
                 cache: bool = True) -> ModelGraph:
     """Trace ``model`` for examples of ``input_shape`` into its :class:`ModelGraph` (see the module docstring).
+
+    ``input_shape`` is one example's shape (a float tensor), or a :class:`~relief_nb.core.batches.BatchSpec` for
+    token ids, several inputs or keyword inputs (:func:`relief_nb.core.batches.spec_of` of a batch).
 
     Raises :class:`UnsupportedModuleError` for a model ``torch.fx`` cannot trace, and naming the module path or
     op for anything NNrelief cannot prune; nothing about the model is changed. The graph of the last call is
@@ -125,17 +139,18 @@ def trace_graph(model: nn.Module, input_shape: tuple[int, ...], ignore: Iterable
     only branch (an auxiliary head) is not part of it; training itself is untouched.
     """
     ignore = tuple(ignore)
+    input_shape = input_shape if isinstance(input_shape, BatchSpec) else tuple(input_shape)
     with eval_mode(model):  # the key too: switching train / eval reuses the graph
-        key = (structure_key(model), tuple(input_shape), ignore)
+        key = (structure_key(model), input_shape, ignore)
         hit = _CACHE.get(model) if cache else None
         if hit is not None and hit[0] == key:
             return hit[1]
-        graph = _trace(model, tuple(input_shape), ignore)
+        graph = _trace(model, input_shape, ignore)
     _CACHE[model] = (key, graph)
     return graph
 
 
-def _trace(model: nn.Module, input_shape: tuple[int, ...], ignore: tuple[str, ...]) -> ModelGraph:
+def _trace(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec, ignore: tuple[str, ...]) -> ModelGraph:
     modules = dict(model.named_modules())
     for path in ignore:
         if path not in modules:
@@ -150,10 +165,11 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...], ignore: tuple[str, ..
             "or make forward traceable") from err
     gm = fx.GraphModule(model, fx_graph)
     param = next(model.parameters(), None)
-    example = torch.zeros(1, *input_shape, dtype=param.dtype if param is not None else torch.float32,
-                          device=param.device if param is not None else None)
-    _ShapeRecorder(model, graph=gm.graph).run(example)  # in eval mode (trace_graph's)
-    return _Walker(model, gm, tuple(input_shape), ignore).walk()
+    example = example_batch(as_spec(input_shape), 1, param.dtype if param is not None else torch.float32,
+                            param.device if param is not None else None)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    _ShapeRecorder(model, graph=gm.graph).run(*fx_args(example, placeholders))  # in eval mode (trace_graph's)
+    return _Walker(model, gm, input_shape, ignore).walk()
 
 
 class _ShapeRecorder(fx.Interpreter):
@@ -185,12 +201,13 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
                     self.opaque(node)
                     self.vals[node.name] = None
                     continue
-                if not meta and any(not self.vals[a.name].is_fixed for a in ins) and not (
-                        node.op == "call_module" and ignored(node.target, self.ignore)):
+                whole = self.kept_whole_reason(node)
+                if whole is not None:  # read whole; its outputs (a tuple) are fixed
+                    self.opaque(node)
+                    self.vals[node.name] = None
+                    continue
+                if not meta and any(not self.vals[a.name].is_fixed for a in ins):
                     self.refuse(node, "it returns something other than a tensor (a tuple?) from prunable units")
-                if node.op == "call_module" and ignored(node.target, self.ignore):
-                    for a in ins:
-                        self.escape(self.vals[a.name])
                 self.vals[node.name] = None
                 self.back[node.name] = lambda need: []
             else:
@@ -203,7 +220,7 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
                 else:
                     self.call_op(node, ins)
         if not self.layers:
-            raise UnsupportedModuleError("the model has no Conv2d or Linear layer to prune")
+            raise UnsupportedModuleError("the model has no layer to prune (Linear, a convolution, an embedding table)")
         out_axis = {k: (v.axis if v is not None and not v.is_fixed else -1) for k, v in self.vals.items()}
         out_len = {}
         for node in self.gm.graph.nodes:
@@ -212,11 +229,28 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
                 out_len[node.name] = shape[v.axis]
         fixed_pos = {k: v.fixed for k, v in self.vals.items() if v is not None and not v.is_fixed}
         return ModelGraph(self.gm, self.input_shape, self.layers, self.node_layer, self.merges, self.norms,
-                          self.escapes, self.back, out_axis, out_len, self.links, fixed_pos, self.ignore, self.chain)
+                          self.escapes, self.back, out_axis, out_len, self.links, fixed_pos, self.ignore, self.chain,
+                          self.kept_whole)
+
+    def kept_whole_reason(self, node: fx.Node) -> str | None:
+        """Why the module called at ``node`` is kept whole (recorded for the pass's report), or None: named in
+        ``ignore=``, or recurrent (its weights feed every unit back into itself over time)."""
+        if node.op != "call_module":
+            return None
+        path, m = node.target, self.modules[node.target]
+        if ignored(path, self.ignore):
+            reason = "ignore="
+        elif isinstance(m, nn.RNNBase):
+            reason = "recurrent: its weights feed every unit back into itself over time"
+        else:
+            return None
+        if any(True for _ in m.parameters()):
+            self.kept_whole[path] = f"{type(m).__name__}, {reason}"
+        return reason
 
     def call_module(self, node: fx.Node, ins: list[fx.Node]) -> None:
         path, m = node.target, self.modules[node.target]
-        if ignored(path, self.ignore):
+        if self.kept_whole_reason(node) is not None:
             self.opaque(node)
             return
         if not ins:
@@ -224,20 +258,26 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
         src = ins[0]
         val = self.vals[src.name]
         in_shape, out_shape = shape_of(src), shape_of(node)
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, UNIT_LAYERS):
             self.layer(node, path, m, val, in_shape, out_shape)
-        elif val.is_fixed and not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
-            if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, POOL_MODULES + ACTIVATION_MODULES):
+        elif val.is_fixed and not isinstance(m, (_BatchNorm, nn.LayerNorm)):
+            if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, CHANNELWISE_MODULES):
                 self.refuse(node, f"it has parameters NNrelief does not know how to prune: {refusal(m)}")
             self.vals[node.name] = fixed_map()
             self.back[node.name] = lambda need, ins=ins: [(a, None) for a in ins]
         elif isinstance(m, ACTIVATION_MODULES):
             self.passthrough(node, src)
-        elif isinstance(m, POOL_MODULES):
+        elif isinstance(m, POOL_MODULES + RESIZE_MODULES):
+            if isinstance(m, nn.modules.padding._ConstantPadNd) and m.value != 0:
+                self.refuse(node, f"it pads with {m.value}, so a removed unit would emit it at the borders")
             self.need_axis(node, val, 1, len(in_shape))
             self.passthrough(node, src)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(m, _BatchNorm):
             self.batch_norm(node, path, m, src, val, in_shape)
+        elif isinstance(m, (_InstanceNorm, nn.PReLU)):
+            self.channelwise(node, path, m, src, val, in_shape)
+        elif isinstance(m, nn.GroupNorm):
+            self.group_norm(node, path, m, src, val, in_shape)
         elif isinstance(m, nn.LayerNorm):
             self.layer_norm(node, path, m, src, val, in_shape)
         elif isinstance(m, nn.Flatten):
@@ -258,7 +298,7 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
         elementwise = target in ACTIVATION_FUNCTIONS or (node.op == "call_method" and target in ACTIVATION_METHODS)
         if elementwise and len(moving) == 1 and len(ins) == 1:
             self.passthrough(node, src)
-        elif target in POOL_FUNCTIONS:
+        elif target in POOL_FUNCTIONS or target in RESIZE_FUNCTIONS:
             self.need_axis(node, val, 1, ndim)
             self.passthrough(node, src)
         elif target in RESHAPE:

@@ -14,6 +14,7 @@ from torch import nn
 from ..core.masks import current_mask, raw_weight, shrink_mask
 from ..core.modes import eval_mode
 from ..core.precision import strict_fp32
+from ..core.units import is_conv, is_transposed
 from ..graph.structure import PruningGraph
 from .budget import Budget, _check_call, _device, _keep_largest, _per_layer_plan, _remaining, _weight
 from .statistics import all_finite
@@ -160,8 +161,11 @@ class MagActMethod(_SaliencyMethod):
 
         def recorder(layer: str):
             def hook(module: nn.Module, args: tuple) -> None:
+                if isinstance(module, nn.Embedding):  # token ids: every table entry is read as it is
+                    activity[layer] = torch.ones(module.num_embeddings, device=args[0].device)
+                    return
                 x = args[0].detach().abs()
-                dims = (0, *range(2, x.ndim)) if isinstance(module, nn.Conv2d) else tuple(range(x.ndim - 1))
+                dims = (0, *range(2, x.ndim)) if is_conv(module) else tuple(range(x.ndim - 1))
                 activity[layer] = x.mean(dim=dims)  # per input channel / feature
             return hook
 
@@ -176,7 +180,9 @@ class MagActMethod(_SaliencyMethod):
         for layer, module, _ in plan:
             w = _weight(module)
             a = activity[layer].to(w.dtype)
-            if isinstance(module, nn.Conv2d):
+            if is_transposed(module):  # weight (inputs, outputs, ...): input channel c is row c
+                a = a.view(-1, *([1] * (w.ndim - 1)))
+            elif is_conv(module):
                 out_ch, per_group = w.shape[0], w.shape[1]
                 group = torch.arange(out_ch, device=w.device) // (out_ch // module.groups)
                 channel = group[:, None] * per_group + torch.arange(per_group, device=w.device)[None, :]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..core.batches import as_spec, spec_of
 from ..core.masks import current_mask, raw_weight, shrink_mask
 from ..graph.structure import PruningGraph
 from .statistics import all_finite
@@ -132,10 +133,9 @@ def _check_inputs(name: str, graph: PruningGraph, inputs) -> None:
                         f"got {type(inputs).__name__}")
     if inputs.ndim == 0 or inputs.shape[0] == 0:
         raise ValueError(f"{name}: the batch is empty; pass N >= 1 training examples")
-    if tuple(inputs.shape[1:]) != tuple(graph.input_shape):
-        raise ValueError(f"{name}: the batch has shape {tuple(inputs.shape)} but the model expects "
-                         f"(N, {', '.join(map(str, graph.input_shape))})")
-    if not all_finite(inputs):
+    if spec_of(inputs) != as_spec(graph.input_shape):
+        raise ValueError(f"{name}: the batch is {spec_of(inputs)} but the model expects {as_spec(graph.input_shape)}")
+    if inputs.is_floating_point() and not all_finite(inputs):
         raise ValueError(f"{name}: the batch contains NaN or inf")
 
 

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..core.masks import current_mask, kept_count
 from ..core.modes import eval_mode
+from ..core.units import UNIT_LAYERS, is_conv, is_transposed
 from ..graph.structure import LayerNode, PruningGraph
 from ..graph.trace import alive_units
 
@@ -50,9 +51,9 @@ def count_parameters(model: nn.Module, graph: PruningGraph, convention: str = "p
 
 
 def _ignored_layers(model: nn.Module, graph: PruningGraph) -> list[nn.Module]:
-    """Conv2d / Linear layers left dense with ``ignore=``: counted (dense) in the paper convention."""
+    """Prunable layers left dense with ``ignore=``: counted (dense) in the paper convention."""
     ignored = getattr(graph, "ignored", ())
-    return [m for path, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    return [m for path, m in model.named_modules() if isinstance(m, UNIT_LAYERS)
             and any(path == p or path.startswith(p + ".") for p in ignored)]
 
 
@@ -61,8 +62,14 @@ def _layer_flops(layer: LayerNode) -> tuple[int, int]:
     m = layer.module
     mask = current_mask(m, "weight") != 0
     # each weight is applied at every output position of a conv (a grouped conv's weight holds only its in-group
-    # kernels) and at each of the T positions of a Linear on sequences (N, T, F)
-    positions = layer.out_shape[1:] if isinstance(m, nn.Conv2d) else layer.out_shape[:-1]
+    # kernels), at every input position of a transposed conv, and at each of the T positions of a Linear on
+    # sequences (N, T, F); an embedding table is a lookup (no multiply-adds)
+    if isinstance(m, nn.Embedding):
+        return 0, 0
+    if is_conv(m):
+        positions = layer.in_shape[1:] if is_transposed(m) else layer.out_shape[1:]
+    else:
+        positions = layer.out_shape[:-1]
     per_weight = 2 * math.prod(positions)
     return per_weight * mask.numel(), per_weight * int(mask.sum())
 
@@ -77,7 +84,8 @@ def dense_flops_torch(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def layer_table(model: nn.Module, graph: PruningGraph) -> pd.DataFrame:
-    """One row per Conv2d / Linear layer: weights, remaining fraction, alive units, FLOPs."""
+    """One row per prunable layer: weights, remaining fraction, alive units, FLOPs; then one row per module the pass
+    kept whole (``ignore=``, recurrent layers), its kind saying why."""
     rows = []
     for layer in graph.layers():
         w_total, w_left = kept_count(layer.module, "weight")
@@ -96,6 +104,12 @@ def layer_table(model: nn.Module, graph: PruningGraph) -> pd.DataFrame:
             "flops_dense": dense,
             "flops_sparse": sparse,
         })
+    modules = dict(model.named_modules())
+    for path, why in getattr(graph, "kept_whole", {}).items():  # what the pass left dense, so the user sees it
+        weights = sum(p.numel() for p in modules[path].parameters()) if path in modules else 0
+        rows.append({"layer": path, "kind": f"kept whole ({why})", "weights": weights, "weights_remaining": weights,
+                     "biases": 0, "biases_remaining": 0, "remaining_fraction": 1.0, "units": 0, "alive_units": 0,
+                     "flops_dense": 0, "flops_sparse": 0})
     return pd.DataFrame(rows)
 
 

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..core.batches import Batch, as_spec, batch_size, batch_tensors, describe, input_shape_of, spec_of, to_device
 from ..core.masks import (
     effective,
     kept_count,
@@ -131,23 +132,32 @@ class ReliefConfig:
         return asdict(self)
 
 
-def _check_inputs(model: nn.Module, batch: torch.Tensor, graph: PruningGraph) -> None:
-    if not isinstance(batch, torch.Tensor):
-        raise TypeError(f"the scoring batch must be a torch.Tensor, got {type(batch).__name__}")
-    if batch.ndim == 0 or batch.shape[0] == 0:
-        raise ValueError("the scoring batch is empty; pass N >= 1 training images (the paper uses N = 1000)")
-    if tuple(batch.shape[1:]) != tuple(graph.input_shape):
-        raise ValueError(f"the scoring batch has shape {tuple(batch.shape)} but the model expects "
-                         f"(N, {', '.join(map(str, graph.input_shape))})")
+def _check_dtypes(model: nn.Module, batch: Batch) -> None:
+    """Float inputs in the model's dtype; uint8 pixels refused with the fix (integer token ids pass)."""
     param = next(model.parameters(), None)
-    if param is not None and batch.dtype != param.dtype:
-        hint = " (uint8 pixels: relief_nb.data.prepare(x, dataset, device), or x.float() / 255)" \
-            if batch.dtype == torch.uint8 else ""
-        raise TypeError(f"the scoring batch is {batch.dtype} but the model's weights are {param.dtype}; pass "
-                        f"inputs as the model takes them, e.g. batch.to({param.dtype}){hint}")
-    if not all_finite(batch):
+    if param is None:
+        return
+    ids = isinstance(batch, torch.Tensor) and not any(isinstance(m, nn.Embedding) for m in model.modules())
+    for t in batch_tensors(batch):
+        pixels = t.dtype == torch.uint8 and ids
+        # integers are token ids for an embedding table; a single integer batch for a model with none is a mistake
+        if pixels or (ids and not t.is_floating_point()) or (t.is_floating_point() and t.dtype != param.dtype):
+            hint = " (uint8 pixels: relief_nb.data.prepare(x, dataset, device), or x.float() / 255)" if pixels else ""
+            raise TypeError(f"the scoring batch is {t.dtype} but the model's weights are {param.dtype}; pass "
+                            f"inputs as the model takes them, e.g. batch.to({param.dtype}){hint}")
+
+
+def _check_inputs(model: nn.Module, batch: Batch, graph: PruningGraph) -> None:
+    if isinstance(batch, torch.Tensor) and (batch.ndim == 0 or batch.shape[0] == 0):
+        raise ValueError("the scoring batch is empty; pass N >= 1 training images (the paper uses N = 1000)")
+    spec, expected = spec_of(batch), as_spec(graph.input_shape)
+    if spec != expected:
+        raise ValueError(f"the scoring batch is {spec} but the model expects {expected}")
+    _check_dtypes(model, batch)
+    if not all(all_finite(t) for t in batch_tensors(batch) if t.is_floating_point()):
         raise ValueError("the scoring batch contains NaN or inf")
-    constant = _constant_batch(batch)
+    float_images = isinstance(batch, torch.Tensor) and batch.is_floating_point()
+    constant = _constant_batch(batch) if float_images else None  # token ids, several inputs: nothing to say
     if constant:
         _warn(f"the scoring batch is {constant}: importance scores measured on it are meaningless (they reflect "
               "the weights, not the data); pass real training images (the paper uses N = 1000)")
@@ -178,30 +188,32 @@ def _remaining_weights(graph: PruningGraph) -> int:
     return sum(kept_count(layer.module)[1] for layer in graph.layers())
 
 
-def _chunk_size(config: ReliefConfig, layers: list[LayerNode], batch: torch.Tensor) -> int:
-    return config.chunk_size or (_CONV_CHUNK if any(x.kind == "conv" for x in layers) else batch.shape[0])
+def _chunk_size(config: ReliefConfig, layers: list[LayerNode], batch: Batch) -> int:
+    return config.chunk_size or (_CONV_CHUNK if any(x.kind == "conv" for x in layers) else batch_size(batch))
 
 
-def trace_for_batch(model: nn.Module, batch: torch.Tensor, ignore: Iterable[str] = (),
+def trace_for_batch(model: nn.Module, batch: Batch, ignore: Iterable[str] = (),
                     cache: bool = True) -> PruningGraph:
-    """Trace ``model`` with the per-example shape of ``batch``, turning a shape mismatch into a clear error
-    (the model's last graph is reused while its structure is unchanged: :func:`relief_nb.graph.trace_graph`)."""
-    if not isinstance(batch, torch.Tensor) or batch.ndim < 2 or batch.shape[0] == 0:
-        shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
-        raise ValueError(f"the scoring batch must be a non-empty tensor (N, ...), got {shape}")
+    """Trace ``model`` for examples like ``batch`` (a tensor, or a tuple / dict of tensors: see
+    :mod:`relief_nb.core.batches`), turning a mismatch into a clear error (the model's last graph is reused while
+    its structure is unchanged: :func:`relief_nb.graph.trace_graph`)."""
+    if isinstance(batch, torch.Tensor) and (batch.ndim < 2 or batch.shape[0] == 0):
+        raise ValueError(f"the scoring batch must be a non-empty tensor (N, ...), got {tuple(batch.shape)}")
+    shape = input_shape_of(batch)
     try:
-        return trace_model(model, tuple(batch.shape[1:]), ignore=ignore, cache=cache)
-    except RuntimeError as err:
-        raise ValueError(f"the scoring batch's example shape {tuple(batch.shape[1:])} does not fit the model: "
-                         f"{err}") from err
+        return trace_model(model, shape, ignore=ignore, cache=cache)
+    except (RuntimeError, IndexError) as err:
+        raise ValueError(f"the scoring batch (examples {describe(batch)}) does not fit the model: {err}") from err
 
 
-def _prepare(model: nn.Module, batch: torch.Tensor, config: ReliefConfig | None, graph: PruningGraph | None,
-             ignore: Iterable[str]) -> tuple[ReliefConfig, PruningGraph, torch.Tensor]:
+def _prepare(model: nn.Module, batch: Batch, config: ReliefConfig | None, graph: PruningGraph | None,
+             ignore: Iterable[str]) -> tuple[ReliefConfig, PruningGraph, Batch]:
     """What a pass and :func:`score_layers` start from: the config (default: the paper's), the graph (traced now
     unless given) and the batch on the model's device, every input checked."""
+    if isinstance(batch, torch.Tensor) and batch.ndim >= 1 and batch.shape[0] > 0:
+        _check_dtypes(model, batch)  # before tracing: integer pixels get their fix, not a layer's dtype error
     graph = graph or trace_for_batch(model, batch, ignore)
-    batch = batch.to(next(model.parameters()).device)
+    batch = to_device(batch, next(model.parameters()).device)
     _check_inputs(model, batch, graph)
     return config or ReliefConfig(), graph, batch
 
@@ -210,12 +222,14 @@ def _prepare(model: nn.Module, batch: torch.Tensor, config: ReliefConfig | None,
 @strict_fp32()  # scores in full float32 whatever the GPU's TF32 settings (relief_nb.core.precision)
 def relief_prune(
     model: nn.Module,
-    batch: torch.Tensor,
+    batch: Batch,
     config: ReliefConfig | None = None,
     graph: PruningGraph | None = None,
     ignore: Iterable[str] = (),
 ) -> PruningGraph:
-    """Run one NNrelief pruning pass on ``model`` in place, scoring on ``batch`` (N, ...).
+    """Run one NNrelief pruning pass on ``model`` in place, scoring on ``batch`` (N, ...): images, sequences,
+    volumes, token ids, or a tuple / dict of tensors for a forward with several inputs
+    (:mod:`relief_nb.core.batches`).
 
     ``ignore`` names module paths to leave dense (not scored, not pruned, read whole; e.g. attention
     projections). Returns the model's :class:`PruningGraph` (traced now unless given), useful for metrics.
@@ -241,14 +255,14 @@ def relief_prune(
     return graph
 
 
-def _prune(model: nn.Module, batch: torch.Tensor, config: ReliefConfig, graph: PruningGraph) -> None:
+def _prune(model: nn.Module, batch: Batch, config: ReliefConfig, graph: PruningGraph) -> None:
     """Steps 1-5 of the module docstring on the model in eval mode; the caller restores the masks on failure."""
     layers = graph.layers()
     convs = [x for x in layers if x.kind == "conv"]
-    linears = [x for x in layers if x.kind == "linear"]
+    linears = [x for x in layers if x.kind != "conv"]  # Linear layers and embedding tables: alpha_fc
     chunk = _chunk_size(config, layers, batch)
     merges = graph.merges if config.residual_rule else []
-    conv_merges = [m for m in merges if m.ndim == 4] if convs else merges
+    conv_merges = [m for m in merges if m.conv] if convs else merges
     keeps: dict[str, dict[str, torch.Tensor]] = {}
 
     def select_layers(group: list[LayerNode], st: _Statistics, alpha: float) -> None:
@@ -280,7 +294,7 @@ def _prune(model: nn.Module, batch: torch.Tensor, config: ReliefConfig, graph: P
     # BatchNorm would otherwise still emit relu(beta - gamma mu / sqrt(var + eps)) on the second forward
     _mask_removed_norms(graph)
     if linears:
-        linear_merges = [m for m in merges if m.ndim != 4] if convs else merges
+        linear_merges = [m for m in merges if not m.conv] if convs else merges
         if convs:  # the classifier is scored on features of the conv-pruned network
             stats = _Statistics(graph, linears, config, linear_merges)
             stats.run(model, batch, chunk)
@@ -297,7 +311,7 @@ def _prune(model: nn.Module, batch: torch.Tensor, config: ReliefConfig, graph: P
 @strict_fp32()
 def score_layers(
     model: nn.Module,
-    batch: torch.Tensor,
+    batch: Batch,
     config: ReliefConfig | None = None,
     graph: PruningGraph | None = None,
     ignore: Iterable[str] = (),

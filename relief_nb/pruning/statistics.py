@@ -11,9 +11,16 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from ..core.batches import Batch, batch_size, call_model, fx_args, slice_batch
 from ..core.masks import effective
 from ..core.outputs import output_tensors
-from ..core.scores import ConvScoreAccumulator, DepthwiseScoreAccumulator, LinearScoreAccumulator, batch_abs_stats
+from ..core.scores import (
+    DepthwiseScoreAccumulator,
+    EmbeddingScoreAccumulator,
+    LinearScoreAccumulator,
+    batch_abs_stats,
+    scorer_for,
+)
 from ..graph.structure import LayerNode, PruningGraph
 from ..graph.trace import Merge
 
@@ -35,32 +42,26 @@ class _Statistics:
     def __init__(self, graph: PruningGraph, layers: Iterable[LayerNode], config: ReliefConfig,
                  merges: Iterable[Merge] = ()) -> None:
         self.graph = graph
-        self.scorers: dict[str, ConvScoreAccumulator | LinearScoreAccumulator] = {}
+        self.scorers: dict[str, object] = {}  # layer name -> its accumulator (relief_nb.core.scores.scorer_for)
         self.channel_max: dict[str, torch.Tensor] = {}
         self.merges = {m.node: m for m in merges}
         self.branch_maps: dict[str, list[torch.Tensor]] = {}
         self.handles: list = []
         for layer in layers:
             m = layer.module
-            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
-                self.scorers[layer.name] = DepthwiseScoreAccumulator(m, config.conv_aggregation)
-            elif isinstance(m, nn.Conv2d):
-                self.scorers[layer.name] = ConvScoreAccumulator(m, config.conv_aggregation)
-            else:
-                self.scorers[layer.name] = LinearScoreAccumulator(m)
+            self.scorers[layer.name] = scorer_for(m, config.conv_aggregation)
             self.handles.append(m.register_forward_pre_hook(self._layer_hook(layer)))
 
     def _layer_hook(self, layer: LayerNode):
         def hook(module: nn.Module, args: tuple) -> None:
             scorer = self.scorers[layer.name]
             x = args[0]
-            if isinstance(scorer, DepthwiseScoreAccumulator):
-                cmax = scorer.update(x, effective(module))
-            elif isinstance(scorer, ConvScoreAccumulator):
-                # the per-channel max |x| comes with the scores
-                cmax = scorer.update(x, _dense_weight(effective(module), module.groups))
-            else:  # per input feature; a sequence (N, T, F) is scored over batch and positions
+            if isinstance(scorer, (DepthwiseScoreAccumulator, EmbeddingScoreAccumulator)):
+                cmax = scorer.update(x, effective(module)) if layer.kind == "conv" else scorer.update(x)
+            elif isinstance(scorer, LinearScoreAccumulator):  # a sequence (N, T, F): over batch and positions
                 cmax = scorer.update(x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x)
+            else:  # any other conv; the per-channel max |x| comes with the scores
+                cmax = scorer.update(x, _dense_weight(effective(module), module.groups))
             if not torch.isfinite(cmax).all():  # amax propagates NaN and inf
                 raise FloatingPointError(f"the activations entering layer {layer.name} contain NaN or inf; "
                                          "check the model's weights and the scoring batch")
@@ -73,11 +74,19 @@ class _Statistics:
         old = self.branch_maps.get(merge.node)
         self.branch_maps[merge.node] = maps if old is None else [a + b for a, b in zip(old, maps)]
 
-    def run(self, model: nn.Module, batch: torch.Tensor, chunk_size: int) -> None:
-        forward = _MergeRecorder(model, self.graph, self).run if self.merges else model
+    def run(self, model: nn.Module, batch: Batch, chunk_size: int) -> None:
+        if self.merges:
+            recorder = _MergeRecorder(model, self.graph, self)
+            placeholders = [n for n in self.graph.gm.graph.nodes if n.op == "placeholder"]
+
+            def forward(chunk: Batch):
+                return recorder.run(*fx_args(chunk, placeholders))
+        else:
+            def forward(chunk: Batch):
+                return call_model(model, chunk)
         try:
-            for start in range(0, batch.shape[0], chunk_size):
-                out = forward(batch[start:start + chunk_size])
+            for start in range(0, batch_size(batch), chunk_size):
+                out = forward(slice_batch(batch, start, start + chunk_size))
                 if not all(all_finite(t) for t in output_tensors(out)):  # a tensor, or a dict, tuple, ...
                     raise FloatingPointError("the model's output on the scoring batch contains NaN or inf")
         finally:
@@ -112,7 +121,7 @@ def _connection_scores(layer: LayerNode, stats: _Statistics) -> torch.Tensor:
     weight, bias = effective(m, "weight"), effective(m, "bias")
     groups = getattr(m, "groups", 1)
     scorer = stats.scorers[layer.name]
-    if isinstance(scorer, DepthwiseScoreAccumulator):  # one connection per filter: its kernel
+    if isinstance(scorer, (DepthwiseScoreAccumulator, EmbeddingScoreAccumulator)):  # a filter's one kernel; a table
         return scorer.scores(weight, bias)
     scores = scorer.scores(_dense_weight(weight, groups), bias)
     if groups > 1:  # the input channels of its group

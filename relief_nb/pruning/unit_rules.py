@@ -8,6 +8,7 @@ import torch
 
 from ..core.masks import current_mask, is_pruned, raw_weight, shrink_mask
 from ..core.selection import SelectionRule, select
+from ..core.units import from_unit_major, unit_major
 from ..graph.nodes import to_host, to_model
 from ..graph.structure import LayerNode, PruningGraph
 from ..graph.trace import Merge, alive_units
@@ -17,13 +18,14 @@ __all__ = ["remove_units"]
 
 
 def _layer_keep(layer: LayerNode, scores: torch.Tensor, alpha: float, rule: SelectionRule) -> dict[str, torch.Tensor]:
-    """Keep-masks for the layer's weight (and bias) from its connection scores (:func:`_connection_scores`)."""
+    """Keep-masks for the layer's weight (unit-major: :mod:`relief_nb.core.units`) and bias from its connection
+    scores (:func:`_connection_scores`)."""
     keep = select(scores, alpha, rule)
-    shape = raw_weight(layer.module).shape
+    shape = unit_major(layer.module, raw_weight(layer.module)).shape
     n_in = shape[1]
     w_keep = keep[:, :n_in]
-    if len(shape) == 4:
-        w_keep = w_keep[:, :, None, None].expand(shape)
+    if len(shape) > 2:  # a kernel's entries share its connection's fate
+        w_keep = w_keep.view(*w_keep.shape, *[1] * (len(shape) - 2)).expand(shape)
     result = {"weight": w_keep}
     if scores.shape[1] > n_in:
         result["bias"] = keep[:, n_in]
@@ -37,8 +39,9 @@ def _kill_units(keep: dict[str, torch.Tensor], dead: torch.Tensor) -> None:
 
 
 def _commit(layer: LayerNode, keep: dict[str, torch.Tensor]) -> None:
+    """Install the unit-major keep-masks in the layer's own weight layout."""
     for name, k in keep.items():
-        shrink_mask(layer.module, name, k)
+        shrink_mask(layer.module, name, from_unit_major(layer.module, k) if name == "weight" else k)
 
 
 def remove_units(layer: LayerNode, remove: torch.Tensor) -> None:
@@ -46,7 +49,7 @@ def remove_units(layer: LayerNode, remove: torch.Tensor) -> None:
     if not bool(remove.any()):
         return
     m = layer.module
-    keep = {"weight": torch.ones_like(raw_weight(m), dtype=torch.bool)}
+    keep = {"weight": torch.ones_like(unit_major(m, raw_weight(m)), dtype=torch.bool)}
     if raw_weight(m, "bias") is not None:
         keep["bias"] = torch.ones(layer.out_units, dtype=torch.bool, device=remove.device)
     _kill_units(keep, remove)

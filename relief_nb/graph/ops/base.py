@@ -51,6 +51,7 @@ class WalkerBase:
         self.chain = True
         self.gates: dict[str, Gate] = {}  # fx node name of a gate mul -> gate
         self.links: dict[str, tuple] = {}  # fx node name -> how its unit axis relates to its inputs' (export)
+        self.kept_whole: dict[str, str] = {}  # module path -> why it is left dense (its class and the reason)
 
     def where(self, node: fx.Node) -> str:
         """The module or op, the module that holds it and the source line that calls it (as ``ignore=`` and a

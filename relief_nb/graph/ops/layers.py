@@ -1,5 +1,6 @@
-"""Prunable layers: a Conv2d or Linear is a new source of units, ``arange(units)``, that reads its input axis
-through its kernels (a grouped / depthwise conv's filter reads the input channels of its group only)."""
+"""Prunable layers: a weighted sum (Linear, a convolution of any dimension, transposed or not, an embedding table)
+is a new source of units, ``arange(units)``, that reads its input axis through its kernels (a grouped / depthwise
+conv's filter reads the input channels of its group only; an embedding table reads token ids, a fixed input)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from ...core.units import in_units, is_conv, is_transposed
 from ..nodes import GraphLayer, UnitMap, layer_reads
 from .base import WalkerBase
 
@@ -14,17 +16,20 @@ __all__ = ["LayerOps"]
 
 
 class LayerOps(WalkerBase):
-    def layer(self, node: fx.Node, path: str, m: nn.Conv2d | nn.Linear, val: UnitMap,
+    def layer(self, node: fx.Node, path: str, m: nn.Module, val: UnitMap,
               in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
         if path in self.layers:
-            self.refuse(node, "a Conv2d / Linear layer called twice in forward (shared weights) cannot be pruned "
-                              "per call")
-        conv = isinstance(m, nn.Conv2d)
-        if conv and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
-            self.refuse(node, "only numeric zero padding is supported")
+            self.refuse(node, "a layer called twice in forward (shared weights) cannot be pruned per call")
+        conv = is_conv(m)
+        if conv and is_transposed(m) and m.groups > 1:
+            self.refuse(node, "a grouped transposed convolution is not supported (groups=1 only)")
+        embedding = isinstance(m, nn.Embedding)
+        if embedding and not val.is_fixed:
+            self.refuse(node, "an embedding table reads token ids, not a tensor carrying prunable units")
         axis = 1 if conv else len(in_shape) - 1
-        self.need_axis(node, val, axis, len(in_shape))
-        n_in = in_shape[axis]
+        if not embedding:
+            self.need_axis(node, val, axis, len(in_shape))
+        n_in = in_units(m) if embedding else in_shape[axis]
         cmap = val.cmap if not val.is_fixed else {}
         merged = val.merged if not val.is_fixed else torch.ones(n_in, dtype=torch.bool)
         fixed = val.fixed if not val.is_fixed else torch.ones(n_in, dtype=torch.bool)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..nodes import Gate, Merge, UnitMap, shape_of
 from ..taxonomy import ADD
@@ -117,8 +118,8 @@ class MergeOps(WalkerBase):
                 return self.gates[node.name]
             if node.name in self.node_layer:
                 return self.node_layer[node.name]
-            if node.op == "call_module" and isinstance(self.modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d,
-                                                                                  nn.Identity, nn.Dropout)):
+            if node.op == "call_module" and isinstance(self.modules[node.target], (_BatchNorm, nn.Identity,
+                                                                                  nn.Dropout)):
                 node = node.args[0]
                 continue
             return None

@@ -1,21 +1,35 @@
-"""Normalizations: BatchNorm follows its channels (and is folded into the layer it reads directly); LayerNorm over
-the unit axis passes units through but mixes the statistics of all of them, so its output channels count as
-merged (the dead-unit rule does not apply to them)."""
+"""Normalizations and other per-channel layers: BatchNorm (any dimension) follows its channels and is folded into the
+layer it reads directly; InstanceNorm (statistics per sample and channel) and PReLU (a slope per channel, f(0) = 0)
+follow their channels and are sliced, never folded; LayerNorm over the unit axis passes units through but mixes the
+statistics of all of them, so its output channels count as merged (the dead-unit rule does not apply to them);
+GroupNorm mixes the statistics of the channels of a group, so its channels count as merged and the export removes
+a group only when all its channels are removed (a removed channel of a kept group stays, masked to zero)."""
 
 from __future__ import annotations
 
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 from ..nodes import Norm, UnitMap
 from .base import WalkerBase
 
-__all__ = ["NormOps"]
+__all__ = ["NormOps", "channels_of"]
+
+
+def channels_of(m: nn.Module) -> int:
+    """The number of channels a per-channel layer (a norm, PReLU) holds parameters or statistics for."""
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[0]
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels
+    return m.num_parameters if isinstance(m, nn.PReLU) else m.num_features
 
 
 class NormOps(WalkerBase):
-    def batch_norm(self, node: fx.Node, path: str, m: nn.BatchNorm1d | nn.BatchNorm2d, src: fx.Node, val: UnitMap,
+    def batch_norm(self, node: fx.Node, path: str, m: _BatchNorm, src: fx.Node, val: UnitMap,
                    in_shape: tuple[int, ...]) -> None:
         if not val.is_fixed:
             self.need_axis(node, val, 1, len(in_shape))
@@ -38,12 +52,33 @@ class NormOps(WalkerBase):
             self.links[node.name] = ("ln", src)
             self.chain = False
 
+    def channelwise(self, node: fx.Node, path: str, m: nn.Module, src: fx.Node, val: UnitMap,
+                    in_shape: tuple[int, ...]) -> None:
+        """InstanceNorm or PReLU: channels pass through; per-channel parameters are sliced with them."""
+        per_channel = channels_of(m) > 1 if isinstance(m, nn.PReLU) else True  # InstanceNorm: num_features too
+        if per_channel:
+            self.need_axis(node, val, 1, len(in_shape))
+        if isinstance(m, _InstanceNorm):
+            self.norm(node, path, m, src, val)  # an affine channel whose unit is removed emits its beta: masked
+        self.passthrough(node, src)
+        if per_channel:
+            self.links[node.name] = ("channelwise", src)
+
+    def group_norm(self, node: fx.Node, path: str, m: nn.GroupNorm, src: fx.Node, val: UnitMap,
+                   in_shape: tuple[int, ...]) -> None:
+        self.need_axis(node, val, 1, len(in_shape))
+        self.norm(node, path, m, src, val)
+        self.vals[node.name] = UnitMap(val.axis, val.cmap, torch.ones_like(val.merged), val.fixed)
+        self.back[node.name] = lambda need, src=src: [(src, need)]
+        self.links[node.name] = ("gn", src, m.num_groups)
+        self.chain = False
+
     def norm(self, node: fx.Node, path: str, m: nn.Module, src: fx.Node, val: UnitMap) -> None:
         direct = self.node_layer.get(src.name)
-        n = m.num_features if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) else m.normalized_shape[0]
+        n = channels_of(m)
         fixed = val.fixed if not val.is_fixed else torch.ones(n, dtype=torch.bool)
         self.norms.append(Norm(path, m, val.cmap, fixed, direct))
-        if direct is not None and isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and self.layers[direct].bn is None:
+        if direct is not None and isinstance(m, _BatchNorm) and self.layers[direct].bn is None:
             self.layers[direct].bn, self.layers[direct].bn_name = m, path
         elif not val.is_fixed:
             self.chain = False  # a norm that is not right after a layer (after an activation, a merge)
