@@ -15,7 +15,8 @@ from torch import nn
 
 from relief_nb import CompactModel, ReliefConfig, export_pruned, layer_table, relief_prune, score_layers
 from relief_nb.core.batches import call_model, spec_of
-from relief_nb.core.scores import ConvScoreAccumulator, MapScoreAccumulator
+from relief_nb.core.general_scores import MapScoreAccumulator
+from relief_nb.core.scores import ConvScoreAccumulator
 from relief_nb.graph.trace import alive_units
 
 AGGREGATIONS = ("sample_l2", "mean_l2", "mean_l1")

@@ -12,15 +12,10 @@ import torch.fx as fx
 from torch import nn
 
 from ..core.batches import Batch, batch_size, call_model, fx_args, slice_batch
+from ..core.general_scores import EmbeddingScoreAccumulator, scorer_for
 from ..core.masks import effective
 from ..core.outputs import output_tensors
-from ..core.scores import (
-    DepthwiseScoreAccumulator,
-    EmbeddingScoreAccumulator,
-    LinearScoreAccumulator,
-    batch_abs_stats,
-    scorer_for,
-)
+from ..core.scores import DepthwiseScoreAccumulator, LinearScoreAccumulator, batch_abs_stats
 from ..graph.structure import LayerNode, PruningGraph
 from ..graph.trace import Merge
 
