@@ -3,6 +3,7 @@ depth / DropPath, which are the identity in eval; refusals that name the source 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from relief_nb import ReliefConfig, UnsupportedModuleError, export_pruned, relief_prune
+from relief_nb.graph.trace import alive_units
 
 
 @dataclass
@@ -80,19 +82,95 @@ def test_stochastic_depth_is_the_identity_in_the_graph_and_random_in_training():
     export_pruned(model, (1, 8, 8))
 
 
-class Product(nn.Module):
+class Difference(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.a, self.b, self.out = nn.Linear(64, 16), nn.Linear(64, 16), nn.Linear(16, 10)
 
     def forward(self, x):
         x = torch.flatten(x, 1)
-        return self.out(self.a(x) * self.b(x))  # a product of two tensors carrying units
+        return self.out(self.a(x) - self.b(x))  # a difference of two tensors carrying units
 
 
 def test_a_refusal_names_the_source_line_of_an_op_in_the_models_own_forward():
     with pytest.raises(UnsupportedModuleError) as err:
-        relief_prune(Product().eval(), torch.rand(8, 1, 8, 8))
+        relief_prune(Difference().eval(), torch.rand(8, 1, 8, 8))
     message = str(err.value)
     assert "in the model's own forward" in message and "test_real_networks.py:" in message
-    assert "self.out(self.a(x) * self.b(x))" in message and "\n" not in message
+    assert "self.out(self.a(x) - self.b(x))" in message and "\n" not in message
+
+
+def _pruned_resnet50():
+    from nets import resnet50
+
+    torch.manual_seed(0)
+    model = resnet50(width=16).eval()
+    x = torch.rand(16, 3, 32, 32)
+    relief_prune(model, x, ReliefConfig(0.9, 0.9))
+    return model, x
+
+
+def test_the_export_self_check_compares_in_float64_and_catches_a_slice_off_by_a_hair():
+    """ResNet-50's export is checked in float64 (a correct export agrees to ~1e-12), so outputs off by 1e-5 relative,
+    which float32's tolerance (rtol 1e-4) would let through, are refused."""
+    from relief_nb.graph.export import ExportError, _check_against
+
+    model, x = _pruned_resnet50()
+    exported = export_pruned(model, (3, 32, 32))  # passes its own float64 check
+    with torch.no_grad():
+        exported.fc.weight *= 1 + 1e-5  # every logit scaled by 1 + 1e-5
+        exported.fc.bias *= 1 + 1e-5
+    with pytest.raises(ExportError, match="differs from the masked model"):
+        _check_against(model, exported, (3, 32, 32), x[:8])
+
+
+class CastsToFloat32(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 12), nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x.flatten(1))).float())
+
+
+def test_a_forward_that_casts_to_float32_is_checked_in_its_own_precision():
+    model = CastsToFloat32().eval()
+    relief_prune(model, torch.rand(32, 16), ReliefConfig(alpha_fc=0.7))
+    export_pruned(model, (16,))
+
+
+class Inner(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return h - h.flip(1)
+
+
+class CalledTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.path, self.b, self.out = nn.Linear(8, 8), Inner(), nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = self.path(self.path(torch.relu(self.a(x))))
+        return self.out(torch.relu(self.b(x)))
+
+
+@pytest.mark.parametrize("names", [["path@1", "path"], ["path"], ["flip", "sub", "flip_1", "sub_1", "path.fc"]])
+def test_ignore_takes_every_name_a_refusal_prints_and_prunes_around_it(names):
+    with pytest.raises(UnsupportedModuleError, match=r"fx node (flip|sub)\w* inside module path"):
+        relief_prune(CalledTwice().eval(), torch.rand(32, 8))
+    model = CalledTwice().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = relief_prune(model, torch.rand(64, 8), ReliefConfig(alpha_fc=0.6), ignore=names)
+    assert sum(layer.out_units - int(alive_units(layer).sum()) for layer in graph.layers()) > 0  # b, around it
+    export_pruned(model, (8,), ignore=names)
+
+
+def test_ignore_refuses_a_name_that_is_neither_a_module_nor_an_op():
+    with pytest.raises(KeyError, match="'nope', which is not a module of the model nor an op"):
+        relief_prune(CalledTwice().eval(), torch.rand(8, 8), ignore=["nope"])

@@ -90,7 +90,8 @@ def test_a_linear_subclass_prunes_and_exports():
     assert prune_and_export(mlp(nn.ReLU(), linear=MyLinear)) > 0
 
 
-@pytest.mark.parametrize(("layer", "role"), [(nn.Sigmoid(), "elementwise, f(0) != 0"), (nn.Softplus(), "elementwise, f(0) != 0"),
+@pytest.mark.parametrize(("layer", "role"), [(nn.Threshold(0.1, 20.0), "elementwise, f(0) != 0"),
+                                             (nn.Softmin(dim=1), "channel mixing"),
                                              (nn.Softmax(dim=1), "channel mixing")])
 def test_what_is_not_followed_is_refused_naming_class_role_and_reason(layer, role):
     with pytest.raises(UnsupportedModuleError) as err:

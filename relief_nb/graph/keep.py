@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..core.units import is_conv
-from .trace import ModelGraph, alive_units
+from .trace import ModelGraph, alive_units, layer_reads
 
 __all__ = ["kept_positions"]
 
@@ -73,14 +73,14 @@ def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: d
         if n not in keep:
             continue
         before = keep[n].clone()
-        if kind in ("pass", "bn", "gate", "scale", "ln", "channelwise", "gn"):
+        if kind in ("pass", "bn", "gate", "scale", "ln", "channelwise", "gn", "perm"):
             src = link[1].name
             if src in keep:
                 keep[n] |= keep[src]
                 old = keep[src].clone()
                 keep[src] |= keep[n]
                 changed |= not torch.equal(old, keep[src])
-            if kind == "ln" or (kind == "scale" and link[2] is not None):  # would need slicing: keep all
+            if kind in ("ln", "perm") or (kind == "scale" and link[2] is not None):  # would need slicing: keep all
                 changed |= full(n) | full(src)
             elif kind == "gn":  # statistics shared by a group: a group goes only as a whole
                 size = len(keep[n]) // link[2]
@@ -122,6 +122,10 @@ def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: d
         elif kind == "layer":
             m = modules[node.target]
             src = link[1].name
+            if link[2] and src in keep:  # offset inputs: a removed unit still emits f(0) into what the layer reads
+                reads = layer_reads(graph.layer(graph.node_layer[n]))
+                changed |= not torch.equal(keep[src], keep[src] | reads)
+                keep[src] |= reads
             if is_conv(m) and m.groups > 1:
                 if src not in keep:  # reads a fixed input: every filter stays
                     changed |= full(n)

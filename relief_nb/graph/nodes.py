@@ -128,6 +128,7 @@ class UnitMap:
     cmap: dict[str, torch.Tensor] = field(default_factory=dict)
     merged: torch.Tensor | None = None
     fixed: torch.Tensor | None = None  # per channel: carries signal of no prunable unit (input, constant, ...)
+    offset: bool = False  # a removed unit does not emit zero here (it went through sigmoid, softplus, ...)
 
     @property
     def is_fixed(self) -> bool:

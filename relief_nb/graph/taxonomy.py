@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ACTIVATION_FUNCTIONS", "ACTIVATION_METHODS", "ACTIVATION_MODULES", "ADD", "CHANNELWISE_MODULES",
-           "LAYER_ROLES", "MEAN", "METADATA", "MUL", "POOL_FUNCTIONS", "POOL_MODULES", "RESHAPE", "RESIZE_FUNCTIONS",
+           "LAYER_ROLES", "MEAN", "METADATA", "MUL", "OFFSET_FUNCTIONS", "OFFSET_METHODS",
+           "OFFSET_MODULES", "POOL_FUNCTIONS", "POOL_MODULES", "RESHAPE", "RESIZE_FUNCTIONS",
            "RESIZE_MODULES", "TRANSPOSE", "LayerRole", "acts_as_torch_layer", "markdown", "refusal", "role_of"]
 
 
@@ -75,8 +76,11 @@ _TABLE: dict[str, LayerRole] = {
              "ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Tanh", "Hardswish", "ELU", "CELU", "SELU", "Mish",
              "Hardtanh", "Hardshrink", "Softshrink", "Softsign", "Tanhshrink", "RReLU"),
     **_roles("elementwise, f(0) = 0", True, "its per-channel slope follows the channels", "PReLU"),
-    **_roles("elementwise, f(0) != 0", False, "planned: a silent unit emits f(0), so the dead-unit rule needs care",
-             "Sigmoid", "Hardsigmoid", "LogSigmoid", "Softplus", "Threshold"),
+    **_roles("elementwise, f(0) != 0", True, "a removed unit emits f(0): its channel counts as merged (no dead-unit "
+             "rule), a layer reading it keeps every channel it reads at export, a product with it is a gate",
+             "Sigmoid", "Hardsigmoid", "LogSigmoid", "Softplus"),
+    **_roles("elementwise, f(0) != 0", False, "its value at 0 depends on its threshold: not followed yet",
+             "Threshold"),
     **_roles("channel mixing", False, "mixes the units it normalises over", "Softmax", "Softmin", "LogSoftmax",
              "Softmax2d"),
     **_roles("channel mixing", False, "splits the channels in two halves that gate each other", "GLU"),
@@ -96,8 +100,9 @@ _TABLE: dict[str, LayerRole] = {
              "borders (refused then)", "ConstantPad1d", "ConstantPad2d", "ConstantPad3d"),
     **_roles("shape", True, "positions and units re-indexed", "Flatten"),
     **_roles("shape", False, "planned: the inverse of a flatten", "Unflatten"),
-    **_roles("shape", False, "planned: a permutation of channels, followed unit by unit", "ChannelShuffle",
-             "PixelShuffle", "PixelUnshuffle"),
+    **_roles("shape", True, "a permutation of channels, followed unit by unit", "ChannelShuffle"),
+    **_roles("shape", False, "moves channels into positions (or back): not followed yet", "PixelShuffle",
+             "PixelUnshuffle"),
     **_roles("shape", False, "moves positions into channels (or back): units mix with positions", "Fold",
              "Unfold"),
     **_roles("attention", False, "planned: projections pruned per head or kept (for now: ignore= it)",
@@ -154,6 +159,9 @@ def _supported(*roles: str) -> tuple[type, ...]:
 ACTIVATION_MODULES = tuple(k for k in _supported("elementwise, f(0) = 0", "identity in eval") if k is not nn.PReLU)
 POOL_MODULES = _supported("pooling")
 RESIZE_MODULES = _supported("padding and resizing")
+OFFSET_MODULES = _supported("elementwise, f(0) != 0")
+OFFSET_FUNCTIONS = {torch.sigmoid, F.sigmoid, F.hardsigmoid, F.logsigmoid, F.softplus}
+OFFSET_METHODS = {"sigmoid", "sigmoid_"}
 # layers that keep their channels apart and whose parameters (if any) are per channel: on a fixed input they are
 # simply part of the fixed signal
 CHANNELWISE_MODULES = (*ACTIVATION_MODULES, *POOL_MODULES, *RESIZE_MODULES, nn.PReLU, nn.GroupNorm,

@@ -77,6 +77,9 @@ from .taxonomy import (
     MEAN,
     METADATA,
     MUL,
+    OFFSET_FUNCTIONS,
+    OFFSET_METHODS,
+    OFFSET_MODULES,
     POOL_FUNCTIONS,
     POOL_MODULES,
     RESHAPE,
@@ -152,10 +155,11 @@ def trace_graph(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec, igno
 
 def _trace(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec, ignore: tuple[str, ...]) -> ModelGraph:
     modules = dict(model.named_modules())
-    for path in ignore:
-        if path not in modules:
-            raise KeyError(f"ignore= names {path!r}, which is not a module of the model")
-    tracer = _Tracer(ignore)
+    # ignore= takes every name a refusal prints: a module path (``layer1.0.path@1`` names its second call), or an
+    # op's fx node name
+    paths = tuple(dict.fromkeys(name.split("@")[0] for name in ignore if name.split("@")[0] in modules))
+    ops = frozenset(name for name in ignore if name.split("@")[0] not in modules)
+    tracer = _Tracer(paths)
     try:
         fx_graph = tracer.trace(model)
     except Exception as err:  # fx raises TraceError, TypeError, ... for dynamic control flow
@@ -164,12 +168,18 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec, ignore: t
             "data-dependent control flow. Wrap untraceable parts in a submodule and pass its path in ignore=, "
             "or make forward traceable") from err
     gm = fx.GraphModule(model, fx_graph)
+    unknown = sorted(ops - {n.name for n in gm.graph.nodes})
+    if unknown:
+        raise KeyError(f"ignore= names {unknown[0]!r}, which is not a module of the model nor an op of its traced "
+                       "graph; pass a module path or the fx node name an error message printed")
     param = next(model.parameters(), None)
     example = example_batch(as_spec(input_shape), 1, param.dtype if param is not None else torch.float32,
                             param.device if param is not None else None)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     _ShapeRecorder(model, graph=gm.graph).run(*fx_args(example, placeholders))  # in eval mode (trace_graph's)
-    return _Walker(model, gm, input_shape, ignore).walk()
+    walker = _Walker(model, gm, input_shape, paths)
+    walker.ignored_ops = ops
+    return walker.walk()
 
 
 class _ShapeRecorder(fx.Interpreter):
@@ -192,6 +202,10 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
                 self.back[node.name] = lambda need: []
             elif node.op == "output":
                 self.opaque(node)
+            elif node.name in self.ignored_ops:  # an op named in ignore=: read whole, its output fixed
+                self.opaque(node)
+                if shape is None:
+                    self.vals[node.name] = None
             elif shape is None:  # sizes, shapes: no units; tuples of tensors carrying units: refused
                 ins = self.tensor_args(node)
                 meta = node.target in METADATA or (node.target is getattr and node.args[1] in METADATA)
@@ -267,6 +281,12 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
             self.back[node.name] = lambda need, ins=ins: [(a, None) for a in ins]
         elif isinstance(m, ACTIVATION_MODULES):
             self.passthrough(node, src)
+        elif isinstance(m, OFFSET_MODULES):
+            self.offset_passthrough(node, src)
+        elif isinstance(m, nn.ChannelShuffle):
+            self.need_axis(node, val, 1, len(in_shape))
+            g, c = m.groups, in_shape[1]
+            self.permute_channels(node, src, val, torch.arange(c).view(g, c // g).t().reshape(-1))
         elif isinstance(m, POOL_MODULES + RESIZE_MODULES):
             if isinstance(m, nn.modules.padding._ConstantPadNd) and m.value != 0:
                 self.refuse(node, f"it pads with {m.value}, so a removed unit would emit it at the borders")
@@ -296,8 +316,11 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
         in_shape, out_shape = shape_of(src), shape_of(node)
         ndim = len(in_shape)
         elementwise = target in ACTIVATION_FUNCTIONS or (node.op == "call_method" and target in ACTIVATION_METHODS)
+        offset = target in OFFSET_FUNCTIONS or (node.op == "call_method" and target in OFFSET_METHODS)
         if elementwise and len(moving) == 1 and len(ins) == 1:
             self.passthrough(node, src)
+        elif offset and len(moving) == 1 and len(ins) == 1:
+            self.offset_passthrough(node, src)
         elif target in POOL_FUNCTIONS or target in RESIZE_FUNCTIONS:
             self.need_axis(node, val, 1, ndim)
             self.passthrough(node, src)
@@ -312,6 +335,6 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
         elif target in ADD or target is torch.cat:
             self.merge(node, ins, moving, out_shape)
         elif target in MUL:
-            self.mul(node, ins, moving, src, val)
+            self.mul(node, ins, moving, src, val, out_shape)
         else:
             self.refuse(node, "it is not an operation NNrelief knows on a tensor carrying prunable units")

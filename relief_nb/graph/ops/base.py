@@ -51,6 +51,7 @@ class WalkerBase:
         self.chain = True
         self.gates: dict[str, Gate] = {}  # fx node name of a gate mul -> gate
         self.links: dict[str, tuple] = {}  # fx node name -> how its unit axis relates to its inputs' (export)
+        self.ignored_ops: frozenset[str] = frozenset()  # fx node names named in ignore=
         self.kept_whole: dict[str, str] = {}  # module path -> why it is left dense (its class and the reason)
 
     def where(self, node: fx.Node) -> str:
@@ -68,7 +69,7 @@ class WalkerBase:
     def refuse(self, node: fx.Node, why: str) -> None:
         raise UnsupportedModuleError(
             f"{self.where(node)}: {why}; NNrelief cannot prune through it. Pass the path of the module that "
-            "contains it in ignore= to leave that part dense")
+            "contains it (or, for an op, its fx node name) in ignore= to leave that part dense")
 
     def escape(self, val: UnitMap) -> None:
         for src, idx in val.cmap.items():
@@ -85,7 +86,16 @@ class WalkerBase:
 
     def moved(self, node: fx.Node, src: fx.Node, val: UnitMap, axis: int) -> None:
         """The same units on another axis (transpose, permute, a reduction or an index of other dims)."""
-        self.vals[node.name] = UnitMap(axis, val.cmap, val.merged, val.fixed)
+        self.vals[node.name] = UnitMap(axis, val.cmap, val.merged, val.fixed, val.offset)
+        self.back[node.name] = lambda need, src=src: [(src, need)]
+        self.links[node.name] = ("pass", src)
+
+    def offset_passthrough(self, node: fx.Node, src: fx.Node) -> None:
+        """An elementwise function with ``f(0) != 0`` (sigmoid, softplus, ...): units pass through, but a removed
+        unit emits ``f(0)``: its channel counts as merged (no dead-unit rule) and is offset (a layer reading it keeps,
+        at export, every channel it reads)."""
+        val = self.vals[src.name]
+        self.vals[node.name] = UnitMap(val.axis, val.cmap, torch.ones_like(val.merged), val.fixed, True)
         self.back[node.name] = lambda need, src=src: [(src, need)]
         self.links[node.name] = ("pass", src)
 

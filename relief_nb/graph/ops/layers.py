@@ -53,4 +53,5 @@ class LayerOps(WalkerBase):
                                        torch.zeros(n_out, dtype=torch.bool))
         src = node.all_input_nodes[0]
         self.back[node.name] = lambda need, src=src, layer=layer: [(src, layer_reads(layer))]
-        self.links[node.name] = ("layer", src)
+        # reading offset units (after a sigmoid, say), the export keeps every channel the layer reads
+        self.links[node.name] = ("layer", src, val.offset)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..nodes import Gate, Merge, UnitMap, shape_of
-from ..taxonomy import ADD
+from ..taxonomy import ADD, MUL
 from .base import WalkerBase
 
 __all__ = ["MergeOps"]
@@ -24,10 +24,12 @@ def _has_scalar(node: fx.Node) -> bool:
 
 
 class MergeOps(WalkerBase):
-    def mul(self, node: fx.Node, ins: list[fx.Node], moving: list[fx.Node], src: fx.Node, val: UnitMap) -> None:
+    def mul(self, node: fx.Node, ins: list[fx.Node], moving: list[fx.Node], src: fx.Node, val: UnitMap,
+            out_shape: tuple[int, ...]) -> None:
         operands = [a for a in node.args if isinstance(a, fx.Node) and a in moving]
-        if len(operands) > 1:
-            self.refuse(node, "a product of two tensors carrying prunable units")
+        if len(operands) > 1:  # a gate (squeeze-and-excitation: x * sigmoid(fc(pool(x)))): channels joined
+            self.merge(node, ins, moving, out_shape)
+            return
         other = next((a for a in node.args if isinstance(a, fx.Node) and a is not src), None)
         gate = self.find_gate(other) if other is not None else None
         if gate is not None:
@@ -78,7 +80,9 @@ class MergeOps(WalkerBase):
                     cmap[s] = idx.clone()
         fixed = torch.stack([v.fixed for v in vals]).any(0) | (len(ins) > len(moving)) | _has_scalar(node)
         merged = torch.ones(n, dtype=torch.bool)
-        self.vals[node.name] = UnitMap(axis, cmap, merged, fixed)
+        # a product is zero where one factor is; a sum, only where every term is
+        offset = all(v.offset for v in vals) if node.target in MUL else any(v.offset for v in vals)
+        self.vals[node.name] = UnitMap(axis, cmap, merged, fixed, offset)
         self.chain = False
         for v in vals:
             self.escape(v)
@@ -102,7 +106,7 @@ class MergeOps(WalkerBase):
         sources = {s for v in parts for s in v.cmap}
         cmap = {s: torch.cat([v.cmap.get(s, torch.full((n,), -1)) for v, n in zip(parts, lengths)]) for s in sources}
         self.vals[node.name] = UnitMap(dim, cmap, torch.cat([v.merged for v in parts]),
-                                       torch.cat([v.fixed for v in parts]))
+                                       torch.cat([v.fixed for v in parts]), any(v.offset for v in parts))
         self.chain = False
         bounds = torch.tensor([0, *lengths]).cumsum(0).tolist()
 

@@ -46,7 +46,7 @@ class NormOps(WalkerBase):
             self.vals[node.name] = val
             self.back[node.name] = lambda need, src=src: [(src, None)]
         else:
-            merged = UnitMap(val.axis, val.cmap, torch.ones_like(val.merged), val.fixed)
+            merged = UnitMap(val.axis, val.cmap, torch.ones_like(val.merged), val.fixed, val.offset)
             self.vals[node.name] = merged
             self.back[node.name] = lambda need, src=src: [(src, need)]
             self.links[node.name] = ("ln", src)
@@ -68,7 +68,7 @@ class NormOps(WalkerBase):
                    in_shape: tuple[int, ...]) -> None:
         self.need_axis(node, val, 1, len(in_shape))
         self.norm(node, path, m, src, val)
-        self.vals[node.name] = UnitMap(val.axis, val.cmap, torch.ones_like(val.merged), val.fixed)
+        self.vals[node.name] = UnitMap(val.axis, val.cmap, torch.ones_like(val.merged), val.fixed, val.offset)
         self.back[node.name] = lambda need, src=src: [(src, need)]
         self.links[node.name] = ("gn", src, m.num_groups)
         self.chain = False

@@ -40,7 +40,7 @@ class ShapeOps(WalkerBase):
             if line is None:
                 self.refuse(node, "a reshape that splits or mixes the unit axis")
         cmap = {s: idx[line] for s, idx in val.cmap.items()}
-        self.vals[node.name] = UnitMap(axis, cmap, val.merged[line], val.fixed[line])
+        self.vals[node.name] = UnitMap(axis, cmap, val.merged[line], val.fixed[line], val.offset)
         n = in_shape[a]
 
         def back(need: torch.Tensor, line: torch.Tensor = line, n: int = n) -> list:
@@ -81,9 +81,21 @@ class ShapeOps(WalkerBase):
             self.refuse(node, "indexing the unit axis")
         self.moved(node, src, val, val.axis - sum(isinstance(i, int) for i in index[:val.axis]))
 
+    def permute_channels(self, node: fx.Node, src: fx.Node, val: UnitMap, perm: torch.Tensor) -> None:
+        """Output channel ``i`` is input channel ``perm[i]`` (``nn.ChannelShuffle``): units followed one by one."""
+        cmap = {s: idx[perm] for s, idx in val.cmap.items()}
+        self.vals[node.name] = UnitMap(val.axis, cmap, val.merged[perm], val.fixed[perm], val.offset)
+        n = len(perm)
+
+        def back(need: torch.Tensor, perm: torch.Tensor = perm, n: int = n) -> list:
+            out = torch.zeros(n, dtype=torch.bool, device=need.device)
+            return [(src, out.index_put((perm.to(need.device),), need, accumulate=True))]
+        self.back[node.name] = back
+        self.links[node.name] = ("perm", src)  # the export keeps its whole axis: the module shuffles all channels
+
     def pad_channels(self, node: fx.Node, src: fx.Node, val: UnitMap, pad: int, n: int) -> None:
         """Zero channels added on both sides of the unit axis (the option-A shortcut)."""
         cmap = {s: F.pad(idx, (pad, pad), value=-1) for s, idx in val.cmap.items()}
-        self.vals[node.name] = UnitMap(1, cmap, F.pad(val.merged, (pad, pad)), F.pad(val.fixed, (pad, pad)))
+        self.vals[node.name] = UnitMap(1, cmap, F.pad(val.merged, (pad, pad)), F.pad(val.fixed, (pad, pad)), val.offset)
         self.back[node.name] = lambda need, src=src, pad=pad, n=n: [(src, need[pad:pad + n])]
         self.links[node.name] = ("pad", src, pad, n)
