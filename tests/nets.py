@@ -594,3 +594,104 @@ GATES = {
     "mobilenet_v3_block": (MobileNetV3Like, _uniform(3, 16, 16)),
     "sigmoid_mlp": (SigmoidMLP, _uniform(1, 8, 8)),
 }
+
+
+class MHABlock(nn.Module):
+    """A pre-norm transformer block with torch's own ``nn.MultiheadAttention`` (batch first)."""
+
+    def __init__(self, dim: int, heads: int, ratio: int = 4) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, dim * ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTMHA(ViT):
+    """The small ViT with ``nn.MultiheadAttention`` blocks: pruned without ignore= (attention is kept whole)."""
+
+    def __init__(self, dim: int = 32, depth: int = 2, heads: int = 4) -> None:
+        super().__init__(dim=dim, depth=depth, heads=heads)
+        self.blocks = nn.Sequential(*[MHABlock(dim, heads) for _ in range(depth)])
+
+
+class TorchEncoder(nn.Module):
+    """Token ids through torch's own ``nn.TransformerEncoder`` (kept whole), then an MLP head that is pruned."""
+
+    def __init__(self, vocab: int = 200, dim: int = 32, classes: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        layer = nn.TransformerEncoderLayer(dim, 4, 64, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.fc1 = nn.Linear(dim, 48)
+        self.fc2 = nn.Linear(48, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(self.encoder(self.embed(ids)).mean(1))))
+
+
+class MixerBlock(nn.Module):
+    """MLP-Mixer's block (Tolstikhin et al.): token mixing (a Linear over the token axis), channel mixing."""
+
+    def __init__(self, tokens: int, dim: int, token_hidden: int = 24, channel_hidden: int = 64) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.token_mlp = nn.Sequential(nn.Linear(tokens, token_hidden), nn.GELU(), nn.Linear(token_hidden, tokens))
+        self.norm2 = nn.LayerNorm(dim)
+        self.channel_mlp = Mlp(dim, channel_hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        return x + self.channel_mlp(self.norm2(x))
+
+
+class Mixer(nn.Module):
+    def __init__(self, dim: int = 32, depth: int = 2, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, dim, 7, 7)
+        self.blocks = nn.Sequential(*[MixerBlock(16, dim) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x).flatten(2).transpose(1, 2)  # (N, 16 tokens, dim)
+        return self.head(self.norm(self.blocks(x)).mean(1))
+
+
+class WindowBlock(nn.Module):
+    """Swin's window partition and reverse (Liu et al.) around a per-token projection, channels last (N, H, W, C),
+    then an MLP: the reshapes move the batch dim and keep the channel axis whole."""
+
+    def __init__(self, dim: int, window: int = 2) -> None:
+        super().__init__()
+        self.window = window
+        self.norm1 = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, 4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, c = x.shape
+        s = self.window
+        windows = self.norm1(x).view(n, h // s, s, w // s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, s * s, c)
+        windows = self.proj(windows)
+        y = windows.view(n, h // s, w // s, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class SwinLike(nn.Module):
+    def __init__(self, dim: int = 24, classes: int = 10) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, 4, 4)
+        self.blocks = nn.Sequential(WindowBlock(dim), WindowBlock(dim))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).permute(0, 2, 3, 1)  # (N, 7, 7, dim) -> windows of 2 need an even size: crop to 6
+        return self.head(self.blocks(x[:, :6, :6]).mean((1, 2)))

@@ -45,3 +45,18 @@ def test_the_gpu_acceptance_script_dry_runs_on_the_cpu(tmp_path, capsys):
     report = (tmp_path / "gpu_check.md").read_text()
     assert "DRY RUN ON THE CPU" in report and "**PASSED**" in report
     assert "| lenet300-100 | ok | ok | accepted | ok |" in report
+
+
+def test_the_zoo_check_runs_on_the_local_zoo_and_says_when_torchvision_is_absent(capsys):
+    """benchmarks/zoo_check.py: one line a model and a summary; on a machine without torchvision / timm it says
+    so (this CPU machine's torchvision build does not import beside the CPU torch)."""
+    zoo_check = __import__("zoo_check")
+    rows = zoo_check.main(["--local", "--quick", "--only", "unet_transposed", "se_net", "vit"])
+    out = capsys.readouterr().out
+    assert [r["model"] for r in rows] == ["unet_transposed", "se_net", "vit"]
+    assert rows[0]["result"] == "ok" and float(rows[0]["pass_over_forward"]) > 0
+    assert rows[2]["result"].startswith("refused: op reshape") and "nets.py:" in rows[2]["result"]
+    assert "2 of 3 models pruned and exported equal with units removed" in out
+    packaged = zoo_check.main(["--quick", "--only", "torchvision.alexnet", "timm.resnet50"])
+    out = capsys.readouterr().out
+    assert packaged or ("torchvision does not import here" in out and "timm does not import here" in out)

@@ -174,3 +174,45 @@ def test_ignore_takes_every_name_a_refusal_prints_and_prunes_around_it(names):
 def test_ignore_refuses_a_name_that_is_neither_a_module_nor_an_op():
     with pytest.raises(KeyError, match="'nope', which is not a module of the model nor an op"):
         relief_prune(CalledTwice().eval(), torch.rand(8, 8), ignore=["nope"])
+
+
+@pytest.mark.parametrize("name", ["vit_mha", "torch_encoder"])
+def test_torch_attention_is_kept_whole_reported_and_the_mlps_around_it_pruned(name):
+    from nets import TorchEncoder, ViTMHA, token_batch
+
+    make, x = {"vit_mha": (ViTMHA, torch.rand(64, 1, 28, 28)), "torch_encoder": (TorchEncoder, token_batch(64))}[name]
+    torch.manual_seed(0)
+    model = make().eval()
+    graph = relief_prune(model, x, ReliefConfig(0.9, 0.9))  # no ignore= needed
+    assert graph.kept_whole and all("attention" in why for why in graph.kept_whole.values())
+    removed = sum(layer.out_units - int(alive_units(layer).sum()) for layer in graph.layers())
+    assert removed > 0  # MLP hidden units (ViT: 8 of 256 here; encoder head: 12 of 48)
+    exported = export_pruned(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x[:8]), model(x[:8]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mixer", "swin_like"])
+def test_token_mixing_and_window_reshapes_are_followed(name):
+    """MLP-Mixer's token-mixing Linear (over positions: kept whole, channels pass) and Swin's window partition and
+    reverse (reshapes that move the batch dim and keep the channel axis whole)."""
+    from nets import Mixer, SwinLike
+
+    torch.manual_seed(0)
+    model = {"mixer": Mixer, "swin_like": SwinLike}[name]().eval()
+    x = torch.rand(64, 1, 28, 28)
+    graph = relief_prune(model, x, ReliefConfig(0.8, 0.8))
+    assert sum(layer.out_units - int(alive_units(layer).sum()) for layer in graph.layers()) > 0
+    if name == "mixer":
+        assert len(graph.kept_whole) == 4 and "blocks.0.token_mlp.0" in graph.kept_whole
+        assert "blocks.0.token_mlp.0" not in graph.layer_map  # positions are not units: never pruned
+    exported = export_pruned(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x[:8]), model(x[:8]), rtol=1e-4, atol=1e-5)
+
+
+def test_a_reshape_that_splits_the_unit_axis_into_heads_is_still_refused_with_its_line():
+    from nets import ViT
+
+    with pytest.raises(UnsupportedModuleError, match=r"inside module blocks.0.attn.*nets.py:\d+"):
+        relief_prune(ViT().eval(), torch.rand(8, 1, 28, 28))

@@ -303,20 +303,20 @@ def test_fresh_model_failure_leaves_it_unpruned(monkeypatch):
     assert all((current_mask(m) == 1).all() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
 
 
-class WithSigmoidHead(nn.Module):
+class WithSoftmaxHead(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(4, 4))
-        self.head = nn.Sequential(nn.Sigmoid())
+        self.head = nn.Sequential(nn.Softmax(dim=1))
 
     def forward(self, x):
         return self.head(self.body(x))
 
 
 @pytest.mark.parametrize("model, path", [
-    (nn.Sequential(nn.Conv2d(4, 4, 3), nn.ChannelShuffle(2), nn.Conv2d(4, 2, 1)), r"module 1 \(ChannelShuffle\)"),
+    (nn.Sequential(nn.Conv2d(4, 4, 3), nn.PixelShuffle(2), nn.Conv2d(1, 2, 1)), r"module 1 \(PixelShuffle\)"),
     (nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.Softmax(dim=1), nn.Linear(4, 2)), r"module 2 \(Softmax\)"),
-    (WithSigmoidHead(), r"module head.0 \(Sigmoid\)"),
+    (WithSoftmaxHead(), r"module head.0 \(Softmax\)"),
 ])
 def test_unsupported_module_is_named(model, path):
     shape = (4, 3, 3) if isinstance(model[0] if isinstance(model, nn.Sequential) else None, nn.Conv2d) else (4,)

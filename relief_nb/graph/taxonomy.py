@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATION_FUNCTIONS", "ACTIVATION_METHODS", "ACTIVATION_MODULES", "ADD", "CHANNELWISE_MODULES",
-           "LAYER_ROLES", "MEAN", "METADATA", "MUL", "OFFSET_FUNCTIONS", "OFFSET_METHODS",
-           "OFFSET_MODULES", "POOL_FUNCTIONS", "POOL_MODULES", "RESHAPE", "RESIZE_FUNCTIONS",
-           "RESIZE_MODULES", "TRANSPOSE", "LayerRole", "acts_as_torch_layer", "markdown", "refusal", "role_of"]
+__all__ = ["ACTIVATION_FUNCTIONS", "ACTIVATION_METHODS", "ACTIVATION_MODULES", "ADD", "ATTENTION_MODULES",
+           "CHANNELWISE_MODULES", "LAYER_ROLES", "LayerRole", "MEAN", "METADATA", "MUL", "OFFSET_FUNCTIONS",
+           "OFFSET_METHODS", "OFFSET_MODULES", "POOL_FUNCTIONS", "POOL_MODULES", "RESHAPE",
+           "RESIZE_FUNCTIONS", "RESIZE_MODULES", "TRANSPOSE", "acts_as_torch_layer", "markdown", "refusal",
+           "role_of"]
 
 
 class LayerRole(NamedTuple):
@@ -105,12 +106,14 @@ _TABLE: dict[str, LayerRole] = {
              "PixelUnshuffle"),
     **_roles("shape", False, "moves positions into channels (or back): units mix with positions", "Fold",
              "Unfold"),
-    **_roles("attention", False, "planned: projections pruned per head or kept (for now: ignore= it)",
-             "MultiheadAttention"),
-    **_roles("recurrent", False, "recurrent weights feed every unit back into itself over time: kept whole "
-             "(ignore= it)", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "RNNCellBase"),
-    **_roles("transformer container", False, "attention inside fused fast paths: kept whole (ignore= it)",
-             "Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
+    **_roles("attention", True, "kept whole, and listed in the pass's report: every output mixes all positions and "
+             "heads (per-head pruning is not done yet)", "MultiheadAttention"),
+    **_roles("recurrent", True, "kept whole, and listed in the pass's report: recurrent weights feed every unit "
+             "back into itself over time", "RNN", "LSTM", "GRU", "RNNBase"),
+    **_roles("recurrent", False, "a cell is called once per time step: shared weights (ignore= it)", "RNNCell",
+             "LSTMCell", "GRUCell", "RNNCellBase"),
+    **_roles("transformer container", True, "kept whole, and listed in the pass's report: attention inside fused "
+             "fast paths", "Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
              "TransformerDecoderLayer"),
     **_roles("container", True, "traced into", "Module", "Sequential", "ModuleList", "ModuleDict",
              "ParameterList", "ParameterDict", "Container"),
@@ -159,6 +162,8 @@ def _supported(*roles: str) -> tuple[type, ...]:
 ACTIVATION_MODULES = tuple(k for k in _supported("elementwise, f(0) = 0", "identity in eval") if k is not nn.PReLU)
 POOL_MODULES = _supported("pooling")
 RESIZE_MODULES = _supported("padding and resizing")
+# read whole and kept whole, with the reason in the pass's report (recurrent layers too: nn.RNNBase)
+ATTENTION_MODULES = _supported("attention", "transformer container")
 OFFSET_MODULES = _supported("elementwise, f(0) != 0")
 OFFSET_FUNCTIONS = {torch.sigmoid, F.sigmoid, F.hardsigmoid, F.logsigmoid, F.softplus}
 OFFSET_METHODS = {"sigmoid", "sigmoid_"}

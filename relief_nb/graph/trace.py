@@ -73,6 +73,7 @@ from .taxonomy import (
     ACTIVATION_METHODS,
     ACTIVATION_MODULES,
     ADD,
+    ATTENTION_MODULES,
     CHANNELWISE_MODULES,
     MEAN,
     METADATA,
@@ -256,6 +257,8 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
             reason = "ignore="
         elif isinstance(m, nn.RNNBase):
             reason = "recurrent: its weights feed every unit back into itself over time"
+        elif isinstance(m, ATTENTION_MODULES):
+            reason = "attention: every output mixes all positions and heads"
         else:
             return None
         if any(True for _ in m.parameters()):

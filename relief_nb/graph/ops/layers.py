@@ -16,6 +16,18 @@ __all__ = ["LayerOps"]
 
 
 class LayerOps(WalkerBase):
+    def mix_positions(self, node: fx.Node, path: str, m: nn.Module, val: UnitMap) -> None:
+        """A Linear over a dim that is not the unit axis (MLP-Mixer's token mixing): a weighted sum of positions, per
+        channel, so units pass through like a pooling with weights. It is kept whole (its inputs are positions, not
+        units) and reported; with a bias, a removed unit's channel emits the bias: offset."""
+        src = node.all_input_nodes[0]
+        self.kept_whole[path] = f"{type(m).__name__}, over positions (token mixing): its inputs are not units"
+        self.vals[node.name] = UnitMap(val.axis, val.cmap, torch.ones_like(val.merged), val.fixed,
+                                       val.offset or m.bias is not None)
+        self.back[node.name] = lambda need, src=src: [(src, need)]
+        self.links[node.name] = ("pass", src)
+        self.chain = False
+
     def layer(self, node: fx.Node, path: str, m: nn.Module, val: UnitMap,
               in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
         if path in self.layers:
@@ -27,6 +39,9 @@ class LayerOps(WalkerBase):
         if embedding and not val.is_fixed:
             self.refuse(node, "an embedding table reads token ids, not a tensor carrying prunable units")
         axis = 1 if conv else len(in_shape) - 1
+        if not conv and not embedding and not val.is_fixed and val.axis % len(in_shape) != axis:
+            self.mix_positions(node, path, m, val)
+            return
         if not embedding:
             self.need_axis(node, val, axis, len(in_shape))
         n_in = in_units(m) if embedding else in_shape[axis]

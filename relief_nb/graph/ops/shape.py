@@ -21,9 +21,16 @@ class ShapeOps(WalkerBase):
             self.vals[node.name] = val
             self.back[node.name] = lambda need: [(src, None)]
             return
-        if in_shape[0] != out_shape[0]:
-            self.refuse(node, "a reshape that moves the batch dim")
         a = val.axis
+        if in_shape[0] != out_shape[0]:
+            last = a % len(in_shape) == len(in_shape) - 1
+            if not (last and out_shape[-1] == in_shape[-1]):
+                self.refuse(node, "a reshape that moves the batch dim and the unit axis")
+            # units on the last dim, kept whole: positions and batch rearranged (Swin's window partition and reverse)
+            self.vals[node.name] = UnitMap(len(out_shape) - 1, val.cmap, val.merged, val.fixed, val.offset)
+            self.back[node.name] = lambda need: [(src, need)]
+            self.links[node.name] = ("pass", src)
+            return
         view = [1] * (len(in_shape) - 1)
         view[a - 1] = -1
         grid = torch.arange(in_shape[a]).view(view).expand(in_shape[1:]).reshape(out_shape[1:])
