@@ -29,6 +29,7 @@ from .experiments.run import Run, run_experiment
 from .experiments.training import TrainConfig, evaluate, flush_subnormals, make_optimizer, train_epoch
 from .graph.compact import CompactModel
 from .graph.export import export_pruned, saved_size_bytes
+from .graph.nodes import ModelForwardError
 from .graph.structure import UnsupportedModuleError, trace_model
 from .models.zoo import create_model, input_shape_of, list_models
 from .pruning.methods import Budget, PruningMethod, ReliefMethod, get_method, list_methods, register_method
@@ -44,6 +45,7 @@ __all__ = [
     "Dataset",
     "ExperimentConfig",
     "MethodConfig",
+    "ModelForwardError",
     "PruningMethod",
     "ReliefConfig",
     "ReliefMethod",

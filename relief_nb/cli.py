@@ -5,7 +5,9 @@ notebooks; migrate: older run folders. ``relief-nb COMMAND --help`` for each."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+from pathlib import Path
 
 from .common import paths
 from .experiments.config import parse_assignments
@@ -57,7 +59,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         params["model"] = args.model  # a factory "package.module:function" or a registered name
     data = None
     if args.data:
-        data = args.data  # a folder of your own: IDX files or train/<class>/, test/<class>/ images
+        data = args.data  # a folder of your own (IDX files or train/<class>/, test/<class>/ images) or a file
+        if not Path(data).exists():  # a usage error: the path was typed, not the data lost
+            raise ValueError(f"--data {data} does not exist: pass a folder (IDX files or train/<class>/ and "
+                             "test/<class>/ images) or a .pt / .npz file")
         params.setdefault("dataset", _data_label(args.data))
     cfg = experiment_config(args.experiment, args.profile, **params)
     run = Run(cfg, paths.runs_folder(args.results_dir, args.profile), args.data_dir, args.device,
@@ -84,8 +89,6 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _data_label(folder: str) -> str:
-    from pathlib import Path
-
     path = Path(folder).resolve()
     return (path.stem if path.is_file() else path.name) or "custom"
 
@@ -133,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 a usage error (bad name or value), 1 a failure (data, files, checkpoint), 130 Ctrl-C."""
     from .experiments.checkpoints import CheckpointError
     from .experiments.training import TrainingDiverged
+    from .graph.nodes import UnsupportedModuleError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, UnsupportedModuleError) as err:  # a bad name or value, a model it cannot prune
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2
@@ -147,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}; rerun with --restart to start the run over", file=sys.stderr)
         return 1
-    except OSError as err:  # missing data, an unwritable results folder, a failed download
+    except OSError as err:  # missing data, an unwritable results folder, a failed download, a full disk
+        if err.errno == errno.ENOSPC:  # every file is written atomically: nothing half-written to repair
+            print(f"error: the disk is full ({err.filename or 'writing results'}): free some space and rerun the same "
+                  "command, which resumes where it stopped", file=sys.stderr)
+            return 2
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

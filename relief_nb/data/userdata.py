@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,20 @@ def _from_tensors(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
     if train_x.shape[1:] != test_x.shape[1:] or train_x.dtype != test_x.dtype:
         raise ValueError(f"train_x {tuple(train_x.shape[1:])} {train_x.dtype} and test_x "
                          f"{tuple(test_x.shape[1:])} {test_x.dtype} must have the same per-example shape and dtype")
-    classes = num_classes if num_classes is not None else int(max(train_y.max(), test_y.max())) + 1
+    classes = num_classes if num_classes is not None else _inferred_classes(train_y, test_y, name)
     return _validated(Dataset(name, train_x.contiguous(), train_y, test_x.contiguous(), test_y, classes))
+
+
+def _inferred_classes(train_y: torch.Tensor, test_y: torch.Tensor, name: str) -> int:
+    """The largest label + 1, refused when some class below it has no training example (a stray label such as 200
+    among digits would otherwise build a 201-class model)."""
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    missing = sorted(set(range(classes)) - set(train_y.unique().tolist()))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"{name}: the labels imply {classes} classes, but classes {shown} have no training example; "
+                         "check the labels, or pass num_classes if some classes are meant to be absent")
+    return classes
 
 
 def _validated(ds: Dataset) -> Dataset:
@@ -146,8 +159,9 @@ def _from_file(path: Path, name: str, num_classes: int | None, inputs: str) -> D
         else:
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which, and what it should hold
-        raise ValueError(f"cannot read data file {path} ({type(err).__name__}: {err}); it must be a torch.save'd "
-                         f"dict or an .npz file with the keys {_KEYS}") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"cannot read data file {path} ({type(err).__name__}: {first[:120]}); it must be a "
+                         f"torch.save'd dict or an .npz file with the keys {_KEYS}") from err
     if not isinstance(content, Mapping):
         raise ValueError(f"data file {path} holds a {type(content).__name__}; it must hold a dict with the keys "
                          f"{_KEYS}")
@@ -159,7 +173,7 @@ def _from_folder(folder: Path, name: str, num_classes: int | None) -> Dataset:
         raise FileNotFoundError(f"data folder {folder} does not exist")
     if all(_find_idx(folder, stem) is not None for stem in MNIST_FILES):
         ds = load_idx_folder(folder, name)
-        classes = num_classes or int(max(ds.train_y.max(), ds.test_y.max())) + 1
+        classes = num_classes or _inferred_classes(ds.train_y, ds.test_y, f"{name} ({folder})")
         return _validated(Dataset(name, ds.train_x, ds.train_y, ds.test_x, ds.test_y, classes))
     if (folder / "train").is_dir() and (folder / "test").is_dir():
         return load_image_folder(folder, name, num_classes)
@@ -173,7 +187,6 @@ def load_image_folder(folder: str | os.PathLike, name: str = "custom", num_class
     Classes are the sorted folder names of ``train`` (``test`` may lack some); grayscale images stay one channel
     when every image is grayscale, otherwise all are converted to RGB; all are resized to the first image's size.
     """
-    from PIL import Image  # pillow is a core dependency; imported here since only folder readers need it
 
     root = Path(folder)
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
@@ -182,24 +195,32 @@ def load_image_folder(folder: str | os.PathLike, name: str = "custom", num_class
     unknown = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
     if unknown:
         raise ValueError(f"test classes {unknown} have no folder under {root / 'train'}")
+    absent = [c for c in classes if not (root / "test" / c).is_dir()]
+    if absent:
+        raise ValueError(f"classes {absent} have no folder under {root / 'test'}: every class needs test images too "
+                         f"(add {root / 'test' / absent[0]}/ with some, or remove the class from train)")
     files = {split: [(p, i) for i, c in enumerate(classes) for p in sorted((root / split / c).iterdir())
                      if p.suffix.lower() in IMAGE_SUFFIXES] for split in ("train", "test")}
     for split, items in files.items():
         if not items:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root / split}")
-    with Image.open(files["train"][0][0]) as first:
-        size = first.size
-    modes = set()
-    for items in files.values():
-        for path, _ in items:
-            with Image.open(path) as im:
-                modes.add(im.mode)
+    headers = {path: _header(path) for items in files.values() for path, _ in items}  # (mode, size), read once
+    size = headers[files["train"][0][0]][1]
+    modes = {m for m, _ in headers.values()}
     mode = "L" if modes <= {"L", "1"} else "RGB"
+    gray = sum(m in ("L", "1") for m, _ in headers.values())
+    if mode == "RGB" and gray:
+        warnings.warn(f"{root}: {gray} grayscale and {len(headers) - gray} colour images: all are read as RGB "
+                      "(grayscale ones repeated over 3 channels)", UserWarning, stacklevel=2)
+    resized = sum(s != size for _, s in headers.values())
+    if resized:
+        warnings.warn(f"{root}: {resized} of {len(headers)} images are not {size[0]}x{size[1]} (the first training "
+                      "image's size): they are resized to it", UserWarning, stacklevel=2)
 
     def decode(items: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         arrays = []
         for path, _ in items:  # decoding is per file by nature
-            with Image.open(path) as im:
+            with _opened(path) as im:
                 arrays.append(np.asarray(im.convert(mode).resize(size)))
         x = torch.from_numpy(np.stack(arrays))
         x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
@@ -208,6 +229,23 @@ def load_image_folder(folder: str | os.PathLike, name: str = "custom", num_class
     train_x, train_y = decode(files["train"])
     test_x, test_y = decode(files["test"])
     return _validated(Dataset(name, train_x, train_y, test_x, test_y, num_classes or len(classes)))
+
+
+def _opened(path: Path):
+    """``PIL.Image.open(path)``, a file it cannot read named in the error with what to do."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        im = Image.open(path)
+        im.load()
+        return im
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise ValueError(f"cannot read image {path} ({type(err).__name__}: {err}); replace or remove the file") from err
+
+
+def _header(path: Path) -> tuple[str, tuple[int, int]]:
+    with _opened(path) as im:
+        return im.mode, im.size
 
 
 def data_fingerprint(ds: Dataset) -> str:

@@ -39,8 +39,9 @@ def call_factory(factory: ModelFactory, num_classes: int, input_shape: tuple[int
     params = inspect.signature(factory).parameters
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     model = factory(**{k: v for k, v in offered.items() if takes_all or k in params})
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
+    if not isinstance(model, torch.nn.Module):  # a usage error (exit 2 from the CLI), named in one line
+        raise ValueError(f"the model factory {getattr(factory, '__qualname__', factory)!r} returned "
+                         f"{type(model).__name__}, not a torch.nn.Module")
     return model
 
 

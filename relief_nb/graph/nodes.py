@@ -14,7 +14,8 @@ from torch import nn
 from ..core.masks import current_mask
 from ..core.units import in_units, is_conv, out_units, unit_major
 
-__all__ = ["Back", "Gate", "GraphLayer", "Merge", "ModelGraph", "Norm", "UnitMap", "UnsupportedModuleError",
+__all__ = ["Back", "Gate", "GraphLayer", "Merge", "ModelForwardError", "ModelGraph", "Norm", "UnitMap",
+           "UnsupportedModuleError",
            "alive_units", "fixed_map", "layer_reads", "shape_of", "to_host", "to_model"]
 
 
@@ -33,6 +34,11 @@ def to_model(t: torch.Tensor, like: torch.Tensor, dtype: bool = False) -> torch.
 
 class UnsupportedModuleError(TypeError):
     """The model contains a module or an operation NNrelief cannot reason about."""
+
+
+class ModelForwardError(ValueError):
+    """The model's own forward raises on an example batch: the model (or the inputs given for it) is wrong, not the
+    tracing."""
 
 
 @dataclass

@@ -39,8 +39,10 @@ an ignored attention block, say) need no analysis.
 from __future__ import annotations
 
 import operator
+import traceback
 import weakref
 from collections.abc import Hashable, Iterable
+from pathlib import Path
 
 import torch
 import torch.fx as fx
@@ -48,7 +50,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from ..core.batches import BatchSpec, as_spec, example_batch, fx_args
+from ..core.batches import BatchSpec, as_spec, call_model, example_batch, fx_args
 from ..core.modes import eval_mode
 from ..core.units import UNIT_LAYERS
 from ..models.zoo import OptionAShortcut
@@ -56,6 +58,7 @@ from .nodes import (
     Gate,
     GraphLayer,
     Merge,
+    ModelForwardError,
     ModelGraph,
     UnsupportedModuleError,
     alive_units,
@@ -91,8 +94,8 @@ from .taxonomy import (
     refusal,
 )
 
-__all__ = ["Gate", "GraphLayer", "Merge", "ModelGraph", "UnsupportedModuleError", "alive_units", "layer_reads",
-           "structure_key", "trace_graph"]
+__all__ = ["Gate", "GraphLayer", "Merge", "ModelForwardError", "ModelGraph", "UnsupportedModuleError", "alive_units",
+           "layer_reads", "structure_key", "trace_graph"]
 
 
 class _Tracer(fx.Tracer):
@@ -164,6 +167,7 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec, ignore: t
     try:
         fx_graph = tracer.trace(model)
     except Exception as err:  # fx raises TraceError, TypeError, ... for dynamic control flow
+        _raise_if_forward_fails(model, input_shape)  # the model's own error, if it has one, not fx's
         raise UnsupportedModuleError(
             f"torch.fx cannot trace the model ({type(err).__name__}: {err}); NNrelief needs a forward without "
             "data-dependent control flow. Wrap untraceable parts in a submodule and pass its path in ignore=, "
@@ -177,10 +181,36 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec, ignore: t
     example = example_batch(as_spec(input_shape), 1, param.dtype if param is not None else torch.float32,
                             param.device if param is not None else None)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    _ShapeRecorder(model, graph=gm.graph).run(*fx_args(example, placeholders))  # in eval mode (trace_graph's)
+    try:
+        _ShapeRecorder(model, graph=gm.graph).run(*fx_args(example, placeholders))  # in eval mode (trace_graph's)
+    except Exception:
+        _raise_if_forward_fails(model, input_shape)  # the model's own error, at the line of its code that raised
+        raise
     walker = _Walker(model, gm, input_shape, paths)
     walker.ignored_ops = ops
     return walker.walk()
+
+
+def _raise_if_forward_fails(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec) -> None:
+    """Run the model itself on two zero examples; if its forward raises, say so with the exception and the line of
+    the model's code that raised (not torch's), as :class:`ModelForwardError`."""
+    param = next(model.parameters(), None)
+    spec = as_spec(input_shape)
+    example = example_batch(spec, 2, param.dtype if param is not None else torch.float32,
+                            param.device if param is not None else None)
+    try:
+        with eval_mode(model):
+            call_model(model, example)
+    except Exception as err:
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(_TORCH_DIR)]
+        where = f", at {Path(frames[-1].filename).name}:{frames[-1].lineno}: {frames[-1].line}" if frames else ""
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ModelForwardError(f"an example batch of {spec} does not fit the model: its forward raises "
+                                f"({type(err).__name__}: {first}){where}; pass inputs of the shape and dtype it "
+                                "takes, or fix its forward") from err
+
+
+_TORCH_DIR = str(Path(torch.__file__).resolve().parent)
 
 
 class _ShapeRecorder(fx.Interpreter):
