@@ -31,6 +31,7 @@ from .graph.compact import CompactModel
 from .graph.export import export_pruned, saved_size_bytes
 from .graph.nodes import ModelForwardError
 from .graph.structure import UnsupportedModuleError, trace_model
+from .graph.taxonomy import declare_layer
 from .models.zoo import create_model, input_shape_of, list_models
 from .pruning.methods import Budget, PruningMethod, ReliefMethod, get_method, list_methods, register_method
 from .pruning.metrics import count_parameters, layer_table, summary
@@ -58,6 +59,7 @@ __all__ = [
     "aggregate",
     "as_dataset",
     "count_parameters",
+    "declare_layer",
     "create_model",
     "error_at_compression",
     "evaluate",

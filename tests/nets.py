@@ -695,3 +695,69 @@ class SwinLike(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch(x).permute(0, 2, 3, 1)  # (N, 7, 7, dim) -> windows of 2 need an even size: crop to 6
         return self.head(self.blocks(x[:, :6, :6]).mean((1, 2)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Library-style modules (timm's layers, written here): known only through relief_nb.declare_layer.
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """BatchNorm followed by its activation in one module, as timm writes it."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map (ConvNeXt's downsampling layers, timm's LayerNorm2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class RandomDepth(nn.Module):
+    """Stochastic depth that draws its coin even in eval mode (fx cannot trace it): the identity when p = 0."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(())) < self.p:
+            return torch.zeros_like(x)
+        return x
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block (Liu et al. 2022): 7x7 depthwise conv, channels-last LayerNorm, pointwise MLP as Linear
+    layers with GELU, layer scale, stochastic depth, residual."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.5))
+        self.drop_path = RandomDepth()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        y = self.gamma * self.pwconv2(nn.functional.gelu(self.pwconv1(y)))
+        return x + self.drop_path(y.permute(0, 3, 1, 2))
+
+
+class ConvNeXtLike(nn.Module):
+    def __init__(self, dim: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 4, 4), LayerNorm2d(dim))
+        self.blocks = nn.Sequential(ConvNeXtBlock(dim), ConvNeXtBlock(dim))
+        self.down = nn.Sequential(LayerNorm2d(dim), nn.Conv2d(dim, 2 * dim, 2, 2), BatchNormAct2d(2 * dim))
+        self.head = nn.Linear(2 * dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.down(self.blocks(self.stem(x))).mean((2, 3)))

@@ -216,3 +216,36 @@ def test_a_reshape_that_splits_the_unit_axis_into_heads_is_still_refused_with_it
 
     with pytest.raises(UnsupportedModuleError, match=r"inside module blocks.0.attn.*nets.py:\d+"):
         relief_prune(ViT().eval(), torch.rand(8, 1, 28, 28))
+
+
+def test_library_modules_declared_with_declare_layer_prune_and_export():
+    """timm-style BatchNormAct2d, LayerNorm2d and an untraceable stochastic depth, declared once, in a ConvNeXt-like
+    network (depthwise 7x7, channels-last LayerNorm, Linear MLP, layer scale)."""
+    import nets
+
+    from relief_nb import declare_layer
+
+    torch.manual_seed(0)
+    model = nets.ConvNeXtLike().eval()
+    x = torch.rand(32, 3, 32, 32)
+    with pytest.raises(UnsupportedModuleError, match="torch.fx cannot trace"):  # before: the stochastic depth
+        relief_prune(model, x)
+    for cls, role in [(nets.BatchNormAct2d, "batchnorm"), (nets.LayerNorm2d, "layernorm"),
+                      (nets.RandomDepth, "identity")]:
+        declare_layer(cls, role)
+    graph = relief_prune(model, x, ReliefConfig(0.9, 0.9))
+    assert graph.layer("down.1").out_units - int(alive_units(graph.layer("down.1")).sum()) > 0
+    exported = export_pruned(model, x)
+    assert isinstance(exported.down[2], nets.BatchNormAct2d)  # sliced, not folded: its activation stays
+    assert exported.down[2].num_features == exported.down[1].out_channels < 32
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x[:8]), model(x[:8]), rtol=1e-4, atol=1e-5)
+
+
+def test_declare_layer_refuses_what_it_cannot_mean():
+    from relief_nb import declare_layer
+
+    with pytest.raises(ValueError, match="computes must be one of"):
+        declare_layer(nn.Linear, "attention")
+    with pytest.raises(ValueError, match="only as a subclass of Linear"):
+        declare_layer(nn.Module, "linear")

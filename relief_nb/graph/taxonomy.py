@@ -32,7 +32,8 @@ from torch import nn
 __all__ = ["ACTIVATION_FUNCTIONS", "ACTIVATION_METHODS", "ACTIVATION_MODULES", "ADD", "ATTENTION_MODULES",
            "CHANNELWISE_MODULES", "LAYER_ROLES", "LayerRole", "MEAN", "METADATA", "MUL", "OFFSET_FUNCTIONS",
            "OFFSET_METHODS", "OFFSET_MODULES", "POOL_FUNCTIONS", "POOL_MODULES", "RESHAPE",
-           "RESIZE_FUNCTIONS", "RESIZE_MODULES", "TRANSPOSE", "acts_as_torch_layer", "markdown", "refusal",
+           "RESIZE_FUNCTIONS", "RESIZE_MODULES", "TRANSPOSE", "acts_as_torch_layer", "declare_layer",
+           "declared_role", "markdown", "refusal",
            "role_of"]
 
 
@@ -136,6 +137,37 @@ def role_of(module_type: type) -> LayerRole | None:
         if klass in LAYER_ROLES:
             return LAYER_ROLES[klass]
     return None
+
+
+DECLARED_ROLES = ("linear", "conv", "batchnorm", "layernorm", "identity")
+_DECLARED: dict[type, str] = {}
+
+
+def declare_layer(cls: type, computes: str) -> None:
+    """Declare what modules of ``cls`` compute, so the graph treats them as that layer instead of tracing into them:
+
+    * ``"linear"`` / ``"conv"``: a subclass of ``nn.Linear`` / a torch convolution with its weight layout whose
+      ``forward`` differs only in ways that do not change the weighted sum (a dtype cast, a hook);
+    * ``"batchnorm"``: a per-channel normalisation with BatchNorm's parameters and statistics, possibly followed by
+      an activation with f(0) = 0 (timm's ``BatchNormAct2d``): channels follow it, sliced at export, never folded;
+    * ``"layernorm"``: a normalisation over the unit axis (a ``LayerNorm2d`` over dim 1): channels merged, kept;
+    * ``"identity"``: the identity in eval mode (``DropPath``).
+
+    Example: ``relief_nb.declare_layer(timm.layers.BatchNormAct2d, "batchnorm")``."""
+    if computes not in DECLARED_ROLES:
+        raise ValueError(f"computes must be one of {', '.join(DECLARED_ROLES)}, got {computes!r}")
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise TypeError(f"declare_layer takes a torch.nn.Module class, got {cls!r}")
+    base = {"linear": nn.Linear, "conv": nn.modules.conv._ConvNd}.get(computes)
+    if base is not None and not issubclass(cls, base):
+        raise ValueError(f"{cls.__name__} computes {computes!r} only as a subclass of {base.__name__} (its weight "
+                         "layout is how NNrelief reads its connections)")
+    _DECLARED[cls] = computes
+
+
+def declared_role(module: nn.Module) -> str | None:
+    """What ``declare_layer`` says ``module``'s class (or a base of it) computes, or None."""
+    return next((_DECLARED[k] for k in type(module).__mro__ if k in _DECLARED), None)
 
 
 def acts_as_torch_layer(module: nn.Module) -> bool:

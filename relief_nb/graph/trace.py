@@ -91,6 +91,7 @@ from .taxonomy import (
     RESIZE_MODULES,
     TRANSPOSE,
     acts_as_torch_layer,
+    declared_role,
     refusal,
 )
 
@@ -106,7 +107,8 @@ class _Tracer(fx.Tracer):
         self.record_stack_traces = True  # refusals then name the source line of the op
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, OptionAShortcut) or ignored(qualname, self.ignore) or acts_as_torch_layer(m):
+        if isinstance(m, OptionAShortcut) or ignored(qualname, self.ignore) or acts_as_torch_layer(m) or \
+                declared_role(m) is not None:
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -305,10 +307,14 @@ class _Walker(LayerOps, NormOps, ShapeOps, MergeOps):
         src = ins[0]
         val = self.vals[src.name]
         in_shape, out_shape = shape_of(src), shape_of(node)
-        if isinstance(m, UNIT_LAYERS):
+        declared = declared_role(m)
+        if declared in ("batchnorm", "layernorm", "identity") and not val.is_fixed:
+            self.declared(node, path, m, src, val, in_shape, declared)
+        elif isinstance(m, UNIT_LAYERS):
             self.layer(node, path, m, val, in_shape, out_shape)
         elif val.is_fixed and not isinstance(m, (_BatchNorm, nn.LayerNorm)):
-            if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, CHANNELWISE_MODULES):
+            if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, CHANNELWISE_MODULES) and \
+                    declared is None:
                 self.refuse(node, f"it has parameters NNrelief does not know how to prune: {refusal(m)}")
             self.vals[node.name] = fixed_map()
             self.back[node.name] = lambda need, ins=ins: [(a, None) for a in ins]

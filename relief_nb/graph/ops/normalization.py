@@ -25,7 +25,9 @@ def channels_of(m: nn.Module) -> int:
         return m.normalized_shape[0]
     if isinstance(m, nn.GroupNorm):
         return m.num_channels
-    return m.num_parameters if isinstance(m, nn.PReLU) else m.num_features
+    if isinstance(m, nn.PReLU):
+        return m.num_parameters
+    return m.num_features if hasattr(m, "num_features") else m.weight.numel()  # a declared norm of one's own
 
 
 class NormOps(WalkerBase):
@@ -64,6 +66,25 @@ class NormOps(WalkerBase):
         if per_channel:
             self.links[node.name] = ("channelwise", src)
 
+    def declared(self, node: fx.Node, path: str, m: nn.Module, src: fx.Node, val: UnitMap, in_shape: tuple[int, ...],
+                 role: str) -> None:
+        """A module declared with :func:`relief_nb.graph.taxonomy.declare_layer`: the identity, a BatchNorm (+ an
+        activation with f(0) = 0: sliced, never folded, since the activation would be lost), or a LayerNorm over the
+        unit axis (channels merged, kept whole at export)."""
+        if role == "identity":
+            self.passthrough(node, src)
+            return
+        self.norm(node, path, m, src, val, foldable=False)  # a removed unit's channel is masked
+        if role == "batchnorm":
+            self.need_axis(node, val, 1, len(in_shape))
+            self.passthrough(node, src)
+            self.links[node.name] = ("channelwise", src)
+            return
+        self.vals[node.name] = UnitMap(val.axis, val.cmap, torch.ones_like(val.merged), val.fixed, val.offset)
+        self.back[node.name] = lambda need, src=src: [(src, need)]
+        self.links[node.name] = ("ln", src)
+        self.chain = False
+
     def group_norm(self, node: fx.Node, path: str, m: nn.GroupNorm, src: fx.Node, val: UnitMap,
                    in_shape: tuple[int, ...]) -> None:
         self.need_axis(node, val, 1, len(in_shape))
@@ -73,8 +94,8 @@ class NormOps(WalkerBase):
         self.links[node.name] = ("gn", src, m.num_groups)
         self.chain = False
 
-    def norm(self, node: fx.Node, path: str, m: nn.Module, src: fx.Node, val: UnitMap) -> None:
-        direct = self.node_layer.get(src.name)
+    def norm(self, node: fx.Node, path: str, m: nn.Module, src: fx.Node, val: UnitMap, foldable: bool = True) -> None:
+        direct = self.node_layer.get(src.name) if foldable else None
         n = channels_of(m)
         fixed = val.fixed if not val.is_fixed else torch.ones(n, dtype=torch.bool)
         self.norms.append(Norm(path, m, val.cmap, fixed, direct))
