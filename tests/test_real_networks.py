@@ -249,3 +249,36 @@ def test_declare_layer_refuses_what_it_cannot_mean():
         declare_layer(nn.Linear, "attention")
     with pytest.raises(ValueError, match="only as a subclass of Linear"):
         declare_layer(nn.Module, "linear")
+
+
+class LayerScaled(nn.Module):
+    """A per-channel learned scale (CaiT's and ConvNeXt's layer scale) between two Linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 32), nn.Linear(32, 10)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 32))
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.gamma * self.fc1(x.flatten(1))))
+
+
+def test_a_layer_scale_parameter_is_sliced_with_its_channels():
+    from relief_nb import CompactModel
+
+    torch.manual_seed(0)
+    model = LayerScaled().eval()
+    x = torch.rand(64, 1, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = relief_prune(model, x, ReliefConfig(alpha_fc=0.6))
+    exported = export_pruned(model, x)
+    assert exported.gamma.numel() == exported.fc1.out_features < 32
+    compact = CompactModel(model, graph)
+    compact.check((1, 8, 8), x[:8])
+    assert compact.model.gamma.numel() == compact.model.fc1.out_features
+    with torch.no_grad():
+        compact.model.gamma.mul_(2)
+    compact.write_back()  # the doubled kept entries go back to the full model's gamma
+    kept = alive_units(graph.layer("fc1"))
+    assert torch.allclose(model.gamma[kept], 2 * torch.linspace(0.5, 1.5, 32)[kept])

@@ -71,6 +71,9 @@ class CompactModel:
             m = compact.get_submodule(path)
             self._slice(m, path, dict.fromkeys(NORM_TENSORS, (idx, None)))
             resize_channelwise(m, len(idx))
+        for path, idx in plan.scales.items():  # layer scale: one parameter value per kept channel
+            owner_path, _, name = path.rpartition(".")
+            self._slice(compact.get_submodule(owner_path), owner_path, {name: (idx, None)})
         for (path, buffer), idx in plan.gates.items():
             owner = compact.get_submodule(path)
             owner.register_buffer(buffer, take(getattr(owner, buffer), idx))
@@ -93,7 +96,7 @@ class CompactModel:
     def _slice(self, m: nn.Module, path: str, index: dict[str, Index]) -> None:
         """Slice ``m``'s tensors named in ``index`` (with their ``_orig`` / ``_mask``), recording the index."""
         for name in slice_module(m, index):
-            self.index[f"{path}.{name}"] = index[name.removesuffix("_orig").removesuffix("_mask")]
+            self.index[f"{path}.{name}" if path else name] = index[name.removesuffix("_orig").removesuffix("_mask")]
 
     def check(self, input_shape: tuple[int, ...], probe: torch.Tensor | None = None) -> None:
         """Raise :class:`ExportError` unless the copy computes what the masked model computes (eval mode)."""

@@ -103,6 +103,7 @@ class SlicePlan:
     layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, int]]  # path -> out idx, in idx (None: whole), groups
     norms: dict[str, torch.Tensor]  # per-channel module (norm, PReLU) path -> kept channels
     gates: dict[tuple[str, str], torch.Tensor]  # (module path, mask buffer) -> kept channels
+    scales: dict[str, torch.Tensor]  # per-channel scale parameter path (layer scale) -> kept channels
     shortcuts: dict[str, IndexShortcut]  # option-A shortcut path -> its re-indexed replacement
     folds: dict[str, str]  # layer path -> the BatchNorm export folds into it (read directly, by nothing else)
 
@@ -113,7 +114,7 @@ def plan_slices(model: nn.Module, graph: ModelGraph, multiple: int = 1) -> Slice
     keep = kept_positions(graph, multiple)
     modules = dict(model.named_modules())
     nodes = {n.name: n for n in graph.gm.graph.nodes}
-    plan = SlicePlan({}, {}, {}, {}, {})
+    plan = SlicePlan({}, {}, {}, {}, {}, {})
     for node_name, layer_name in graph.node_layer.items():
         m = graph.layer(layer_name).module
         src = graph.links[node_name][1].name
@@ -134,6 +135,8 @@ def plan_slices(model: nn.Module, graph: ModelGraph, multiple: int = 1) -> Slice
         idx = keep[node.name].nonzero().flatten()
         if link[0] in ("bn", "channelwise", "gn"):
             plan.norms[node.target] = idx
+        elif link[0] == "channel_scale":
+            plan.scales[link[2]] = idx
         elif link[0] == "gate":
             gate = link[2]
             path = next(p for p, mod in modules.items() if mod is gate.module)
@@ -236,6 +239,9 @@ def export_pruned(model: nn.Module, input_shape: tuple[int, ...] | BatchSpec | B
     for (path, buffer), idx in plan.gates.items():
         owner = exported.get_submodule(path)
         setattr(owner, buffer, take(getattr(owner, buffer), idx))
+    for path, idx in plan.scales.items():
+        owner_path, _, name = path.rpartition(".")
+        slice_module(exported.get_submodule(owner_path), {name: (idx, None)})
     for path, shortcut in plan.shortcuts.items():
         _set_submodule(exported, path, shortcut.to(next(model.parameters()).device))
     exported.eval()

@@ -73,7 +73,7 @@ def _propagate_once(graph: ModelGraph, keep: dict[str, torch.Tensor], modules: d
         if n not in keep:
             continue
         before = keep[n].clone()
-        if kind in ("pass", "bn", "gate", "scale", "ln", "channelwise", "gn", "perm"):
+        if kind in ("pass", "bn", "gate", "scale", "channel_scale", "ln", "channelwise", "gn", "perm"):
             src = link[1].name
             if src in keep:
                 keep[n] |= keep[src]

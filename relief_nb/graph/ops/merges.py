@@ -42,7 +42,25 @@ class MergeOps(WalkerBase):
         # a scale by a constant or parameter: units pass through (a removed unit still emits zero)
         self.vals[node.name] = val
         self.back[node.name] = lambda need: [(src, need)] + [(a, None) for a in ins if a is not src]
-        self.links[node.name] = ("scale", src, other)
+        per_channel = self.channel_parameter(other, val.axis, len(out_shape), len(val.merged))
+        if per_channel is not None:  # layer scale (ConvNeXt, CaiT): sliced with the channels at export
+            self.links[node.name] = ("channel_scale", src, per_channel)
+        else:
+            self.links[node.name] = ("scale", src, other)
+
+    def channel_parameter(self, node: fx.Node | None, axis: int, ndim: int, n: int) -> str | None:
+        """The path of a parameter that holds one value per channel of the unit axis along its own dim 0 (shape
+        ``(C,)`` on channels-last units, ``(C, 1, 1)`` on NCHW ones) and is used nowhere else; else None."""
+        if node is None or node.op != "get_attr" or len(node.users) != 1:
+            return None
+        try:
+            p = self.model.get_parameter(str(node.target))
+        except AttributeError:
+            return None
+        shape = tuple(p.shape)
+        if len(shape) != ndim - axis % ndim or shape[0] != n or any(d != 1 for d in shape[1:]):
+            return None
+        return str(node.target)
 
     def find_gate(self, node: fx.Node) -> Gate | None:
         while node.op == "call_method" and node.target in ("view", "reshape", "to"):
