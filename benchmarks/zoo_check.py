@@ -31,6 +31,7 @@ import nets  # noqa: E402  (the test zoo: plain-torch networks of every layer fa
 from relief_nb import export_pruned, relief_prune  # noqa: E402
 from relief_nb.core.batches import batch_size, call_model, slice_batch  # noqa: E402
 from relief_nb.core.masks import mask_snapshot, restore_masks  # noqa: E402
+from relief_nb.core.outputs import output_tensors  # noqa: E402
 from relief_nb.graph.trace import alive_units  # noqa: E402
 
 # one classifier per family; the families issue 24 lists
@@ -90,8 +91,7 @@ def check(name: str, make: Callable[[], torch.nn.Module], batch: object, rounds:
             exported = export_pruned(model, batch)
         probe = slice_batch(batch, 0, min(8, batch_size(batch)))
         with torch.no_grad():
-            for a, b in zip(torch.utils._pytree.tree_leaves(call_model(model, probe)),
-                            torch.utils._pytree.tree_leaves(call_model(exported, probe))):
+            for a, b in zip(output_tensors(call_model(model, probe)), output_tensors(call_model(exported, probe))):
                 torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     except Exception as err:
         return {"model": name, "result": "refused: " + str(err).split("; NNrelief cannot")[0][:160]}

@@ -20,8 +20,8 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-__all__ = ["Batch", "BatchSpec", "as_spec", "batch_size", "batch_tensors", "call_model", "describe", "example_batch",
-           "fx_args", "input_shape_of", "slice_batch", "spec_of", "to_device"]
+__all__ = ["Batch", "BatchSpec", "as_spec", "batch_size", "batch_tensors", "call_model", "cast_floats", "describe",
+           "example_batch", "fx_args", "input_shape_of", "slice_batch", "spec_of", "to_device"]
 
 Batch = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]  # noqa: UP007 (a runtime alias)
 
@@ -112,6 +112,11 @@ def slice_batch(batch: Batch, start: int, stop: int) -> Batch:
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:
     return _map(batch, lambda t: t.to(device))
+
+
+def cast_floats(batch: Batch, dtype: torch.dtype) -> Batch:
+    """The batch with its floating tensors in ``dtype`` (token ids untouched)."""
+    return _map(batch, lambda t: t.to(dtype) if t.is_floating_point() else t)
 
 
 def call_model(model: nn.Module, batch: Batch) -> Any:

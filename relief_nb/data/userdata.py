@@ -204,7 +204,8 @@ def load_image_folder(folder: str | os.PathLike, name: str = "custom", num_class
     for split, items in files.items():
         if not items:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root / split}")
-    headers = {path: _header(path) for items in files.values() for path, _ in items}  # (mode, size), read once
+    images = {path: _opened(path) for items in files.values() for path, _ in items}  # each file decoded once
+    headers = {path: (im.mode, im.size) for path, im in images.items()}
     size = headers[files["train"][0][0]][1]
     modes = {m for m, _ in headers.values()}
     mode = "L" if modes <= {"L", "1"} else "RGB"
@@ -219,8 +220,8 @@ def load_image_folder(folder: str | os.PathLike, name: str = "custom", num_class
 
     def decode(items: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         arrays = []
-        for path, _ in items:  # decoding is per file by nature
-            with _opened(path) as im:
+        for path, _ in items:  # per file by nature
+            with images.pop(path) as im:
                 arrays.append(np.asarray(im.convert(mode).resize(size)))
         x = torch.from_numpy(np.stack(arrays))
         x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
@@ -241,11 +242,6 @@ def _opened(path: Path):
         return im
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise ValueError(f"cannot read image {path} ({type(err).__name__}: {err}); replace or remove the file") from err
-
-
-def _header(path: Path) -> tuple[str, tuple[int, int]]:
-    with _opened(path) as im:
-        return im.mode, im.size
 
 
 def data_fingerprint(ds: Dataset) -> str:

@@ -32,7 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.batches import Batch, BatchSpec, as_spec, call_model, example_batch, input_shape_of, slice_batch
+from ..core.batches import (
+    Batch,
+    BatchSpec,
+    as_spec,
+    call_model,
+    cast_floats,
+    example_batch,
+    input_shape_of,
+    slice_batch,
+)
 from ..core.masks import effective, is_pruned, make_permanent, refresh_weights
 from ..core.modes import eval_mode
 from ..core.outputs import output_tensors
@@ -318,7 +327,7 @@ def _check_against(model: nn.Module, exported: nn.Module, input_shape: tuple[int
     try:
         with torch.no_grad():
             pair = (_strip_masks(model).double(), copy.deepcopy(exported).double())
-        outputs = _outputs(*pair, _map_floats(probe, torch.float64))
+        outputs = _outputs(*pair, cast_floats(probe, torch.float64))
         rtol = 1e-6
     except (RuntimeError, TypeError):  # a forward that casts to float32 itself, say
         outputs, rtol = None, 1e-4
@@ -344,14 +353,6 @@ def _outputs(model: nn.Module, exported: nn.Module, probe: Batch) -> tuple[list,
             raise ExportError(f"the exported model fails on a probe batch ({type(err).__name__}: {err}); a forward "
                               "that hard-codes channel counts cannot be sliced") from err
     return list(output_tensors(expected)), list(output_tensors(got))  # a tensor, or a dict, tuple, ...
-
-
-def _map_floats(batch: Batch, dtype: torch.dtype) -> Batch:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(dtype) if batch.is_floating_point() else batch
-    if isinstance(batch, dict):
-        return {k: _map_floats(v, dtype) for k, v in batch.items()}
-    return type(batch)(_map_floats(v, dtype) for v in batch)
 
 
 def _strip_masks(model: nn.Module) -> nn.Module:

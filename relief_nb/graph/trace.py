@@ -66,7 +66,7 @@ from .nodes import (
     layer_reads,
     shape_of,
 )
-from .ops.base import ignored
+from .ops.base import TORCH_DIR, ignored
 from .ops.layers import LayerOps
 from .ops.merges import MergeOps
 from .ops.normalization import NormOps
@@ -204,15 +204,13 @@ def _raise_if_forward_fails(model: nn.Module, input_shape: tuple[int, ...] | Bat
         with eval_mode(model):
             call_model(model, example)
     except Exception as err:
-        frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(_TORCH_DIR)]
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(TORCH_DIR)]
         where = f", at {Path(frames[-1].filename).name}:{frames[-1].lineno}: {frames[-1].line}" if frames else ""
         first = str(err).splitlines()[0] if str(err) else ""
         raise ModelForwardError(f"an example batch of {spec} does not fit the model: its forward raises "
                                 f"({type(err).__name__}: {first}){where}; pass inputs of the shape and dtype it "
                                 "takes, or fix its forward") from err
 
-
-_TORCH_DIR = str(Path(torch.__file__).resolve().parent)
 
 
 class _ShapeRecorder(fx.Interpreter):

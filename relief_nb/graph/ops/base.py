@@ -11,7 +11,7 @@ from torch import nn
 
 from ..nodes import Back, Gate, GraphLayer, Merge, Norm, UnitMap, UnsupportedModuleError, fixed_map, shape_of
 
-__all__ = ["WalkerBase", "ignored"]
+__all__ = ["TORCH_DIR", "WalkerBase", "ignored"]
 
 
 def ignored(path: str, ignore: tuple[str, ...]) -> bool:
@@ -19,14 +19,14 @@ def ignored(path: str, ignore: tuple[str, ...]) -> bool:
     return any(path == p or path.startswith(p + ".") for p in ignore)
 
 
-_TORCH = str(Path(torch.__file__).resolve().parent)
+TORCH_DIR = str(Path(torch.__file__).resolve().parent)  # frames of torch itself, skipped when naming a line
 
 
 def _source_line(node: fx.Node) -> str:
     """``, at file.py:42: code`` from the stack trace fx recorded for ``node`` (empty when none was)."""
     trace = node.meta.get("stack_trace") or ""
     frames = [f for f in re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', trace)
-              if not f[0].startswith(_TORCH)]  # fx's own frames
+              if not f[0].startswith(TORCH_DIR)]  # fx's own frames
     if not frames:
         return ""
     path, lineno, code = frames[-1]
