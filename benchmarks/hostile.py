@@ -1,4 +1,4 @@
-"""Twenty-odd bad inputs through the command line and the API, as a hostile (or hurried) user gives them.
+"""Thirty-odd bad inputs through the command line and the API, as a hostile (or hurried) user gives them.
 
 For each, through the CLI: exit code 2, one line on stderr that names the problem, no traceback, and the results
 folder byte-for-byte as it was. Through the API: one exception of the documented kind, a one-line message, and the
@@ -93,6 +93,14 @@ def cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("a sweep name that escapes the results folder", ["sweep", "--name", "../../outside", "--experiment",
                                                           "lenet300-mnist", "--profile", "smoke"], "name"),
         ("an unknown data set to fetch", ["fetch", "no-such-data"], "no-such-data"),
+        ("a retraining of zero epochs", ["run", "lenet300-mnist", *SMOKE, "-p", "retrain_epochs=0"],
+         "retrain_epochs"),
+        ("a sweep grid with one invalid value", ["sweep", "--experiment", "lenet300-mnist", "--profile", "smoke",
+                                                 "-p", "synthetic=True", "--alpha-fc", "0.9", "1.5", "--no-progress",
+                                                 "--scheduler", "tcp://127.0.0.1:1"], "alpha_fc=1.5"),
+        ("a sweep on an unknown device", ["sweep", "--experiment", "lenet300-mnist", "--profile", "smoke",
+                                          "--device", "tpu", "--no-progress"], "tpu"),
+        ("repair of a folder that is not a run", ["repair", str(tmp)], "not a run folder"),
     ]
 
 

@@ -1,6 +1,6 @@
 """relief-nb: NNrelief from the command line. list: what exists; fetch: download a data set; run: one
 experiment; sweep: a grid on Dask; compare: experiment folders side by side; notebook / reproduce: executed
-notebooks; migrate: older run folders. ``relief-nb COMMAND --help`` for each."""
+notebooks; repair: a damaged run folder; migrate: older run folders. ``relief-nb COMMAND --help`` for each."""
 
 from __future__ import annotations
 
@@ -80,11 +80,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from .experiments.migration import migrate_runs
 
+    total = 0
     for profile in ("cpu", "smoke"):
         runs = paths.runs_folder(args.results_dir, profile)
         moved = migrate_runs(runs, args.data_dir) if runs.is_dir() else []
         for old, new in moved:
             print(f"{runs}: {old} -> {new}")
+        total += len(moved)
+    print(f"migrated {total} run folder(s) in {args.results_dir}" if total else
+          f"nothing to migrate: every run folder in {args.results_dir} has the current layout")
+    return 0
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from .experiments.run import Run
+
+    folder = Path(args.folder)
+    if not (folder / "config.json").exists():
+        raise ValueError(f"{folder} is not a run folder (no config.json); give the folder an error message named")
+    print(Run.at(folder, data_dir=args.data_dir).repair())
     return 0
 
 
@@ -126,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=str(paths.default_data_dir()))
     p.add_argument("--results-dir", default=str(paths.default_results_dir()))
     p.set_defaults(func=_cmd_migrate)
+    p = sub.add_parser("repair", help="rebuild a damaged run folder from its last finished iteration (no training)",
+                       description="Rebuild what a damaged run folder lost, keeping everything intact: a corrupt "
+                                   "checkpoint.pt is moved to checkpoint.corrupt.pt and rebuilt from the last "
+                                   "finished iteration (iterations/XX/); metrics.csv, metrics.json and layers.csv are "
+                                   "rewritten. Then rerun the run's command to go on.")
+    p.add_argument("folder", help="the run folder an error message named")
+    p.add_argument("--data-dir", default=str(paths.default_data_dir()))
+    p.set_defaults(func=_cmd_repair)
     add_notebook_commands(sub)
     add_sweep_command(sub)
     add_compare_command(sub)
@@ -135,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 a usage error (bad name or value), 1 a failure (data, files, checkpoint), 130 Ctrl-C."""
     from .experiments.checkpoints import CheckpointError
+    from .experiments.results import ResultsFileError
     from .experiments.training import TrainingDiverged
     from .graph.nodes import UnsupportedModuleError
 
@@ -149,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except CheckpointError as err:
-        print(f"error: {err}; rerun with --restart to start the run over", file=sys.stderr)
+        print(f"error: {err}; or rerun with --restart to start the run over", file=sys.stderr)
+        return 1
+    except ResultsFileError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # missing data, an unwritable results folder, a failed download, a full disk
         if err.errno == errno.ENOSPC:  # every file is written atomically: nothing half-written to repair

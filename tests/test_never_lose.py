@@ -162,3 +162,121 @@ def test_help_lists_every_subcommand(capsys):
     out = capsys.readouterr().out
     for command in ("list", "fetch", "run", "sweep", "compare", "notebook", "reproduce", "migrate"):
         assert f"{command}:" in out or f"{command} /" in out or f"/ {command}:" in out, command
+
+
+def test_the_gallery_is_rebuilt_with_the_folders_the_user_gives(tmp_path, monkeypatch):
+    """``notebook --gallery`` writes the folders given on the command line into the notebooks; folders not given
+    are left to resolve where the notebook is opened (the committed gallery stays portable)."""
+    seen = {}
+
+    def execute(name, profile, extra, output, folders=None, progress=True):
+        seen[name] = dict(folders or {})
+        return output
+
+    monkeypatch.setattr(batch, "execute_notebook", execute)
+    data, results = tmp_path / "my data", tmp_path / "my results"
+    data.mkdir()
+    assert main(["notebook", "tour", "--gallery", str(tmp_path / "gallery"), "--profile", "smoke",
+                 "--data-dir", str(data), "--results-dir", str(results), "--no-progress"]) == 0
+    assert seen["tour"] == {"data_dir": str(data.resolve()), "results_dir": str(results.resolve())}
+    assert main(["notebook", "tour", "--gallery", str(tmp_path / "gallery"), "--profile", "smoke",
+                 "--data-dir", str(data), "--no-progress"]) == 0
+    assert seen["tour"] == {"data_dir": str(data.resolve())}
+
+
+def test_a_stage_of_zero_epochs_is_refused_in_one_line(tmp_path, capsys):
+    import pytest
+
+    from relief_nb import TrainConfig
+
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        TrainConfig(0)
+    for value in ("0", "-3"):
+        rc = main(["run", "lenet300-mnist", "--profile", "smoke", "-p", "synthetic=True", "-p",
+                   f"retrain_epochs={value}", "--results-dir", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "retrain_epochs" in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir())
+
+
+def _comparable(df):
+    return df.drop(columns=["wall_time_s"])
+
+
+def _interrupted(folder):
+    """A run stopped in the retraining of iteration 2 (epochs: 1 pretraining, 2 + 1 retraining)."""
+    import pytest
+
+    from relief_nb import Run
+
+    run = Run(small(), folder, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run.run(stop_after_epochs=4)
+    assert (run.folder / "iterations" / "01" / "rng.pt").exists() and not (run.folder / "iterations" / "02").exists()
+    return run
+
+
+def test_a_deleted_checkpoint_resumes_from_the_last_finished_iteration(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from relief_nb import Run
+
+    expected = Run(small(), tmp_path / "whole", progress=False)
+    expected.run()
+    run = _interrupted(tmp_path / "lost")
+    run.checkpoint_path.unlink()
+    with pytest.warns(UserWarning, match="resumed from iteration 1, the last finished one"):
+        got = Run(small(), tmp_path / "lost", progress=False).run()
+    pd.testing.assert_frame_equal(_comparable(got), _comparable(expected.metrics()))
+    pd.testing.assert_frame_equal(run.layers(), expected.layers())
+
+
+def test_a_corrupt_checkpoint_names_the_repair_command_which_resumes_the_run(tmp_path, capsys):
+    import pandas as pd
+    import pytest
+
+    from relief_nb import Run
+    from relief_nb.experiments.checkpoints import CheckpointError
+
+    expected = Run(small(), tmp_path / "whole", progress=False)
+    expected.run()
+    run = _interrupted(tmp_path / "corrupt")
+    good = run.checkpoint_path.read_bytes()
+    run.checkpoint_path.write_bytes(good[: len(good) // 3])
+    with pytest.raises(CheckpointError, match=f"relief-nb repair {run.folder}"):
+        Run(small(), tmp_path / "corrupt", progress=False).run()
+    assert main(["repair", str(run.folder)]) == 0
+    out = capsys.readouterr().out
+    assert "rebuilt checkpoint.pt from iteration 1" in out and out.count("\n") == 1
+    assert (run.folder / "checkpoint.corrupt.pt").read_bytes() == good[: len(good) // 3]  # kept, not deleted
+    got = Run(small(), tmp_path / "corrupt", progress=False).run()
+    pd.testing.assert_frame_equal(_comparable(got), _comparable(expected.metrics()))
+
+
+def test_an_empty_results_file_is_named_and_rebuilt(tmp_path, capsys):
+    import pandas as pd
+    import pytest
+
+    from relief_nb import Run
+    from relief_nb.experiments.results import ResultsFileError
+
+    run = Run(small(iterations=1), tmp_path, progress=False)
+    expected = run.run()
+    for name in ("metrics.csv", "layers.csv"):
+        (run.folder / name).write_text("")
+        with pytest.raises(ResultsFileError, match=f"{name} is empty or corrupt.*relief-nb repair {run.folder}"):
+            Run.at(run.folder).layers()
+        # reading the finished run back (a notebook, `relief-nb run` again) rewrites it from the checkpoint
+        pd.testing.assert_frame_equal(Run(small(iterations=1), tmp_path, progress=False).run(), expected)
+    (run.folder / "metrics.csv").write_text("")
+    rc = main(["compare", f"a={run.folder.parent}"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "relief-nb repair" in err and err.count("\n") == 1, err
+    assert main(["repair", str(run.folder)]) == 0
+    pd.testing.assert_frame_equal(Run.at(run.folder).metrics(), expected)
+
+
+def test_migrate_says_when_there_is_nothing_to_do(tmp_path, capsys):
+    assert main(["migrate", "--results-dir", str(tmp_path)]) == 0
+    assert "nothing to migrate" in capsys.readouterr().out

@@ -247,21 +247,50 @@ def test_external_scheduler(in_process, tmp_path, monkeypatch):
 
 def test_cli_reports_failed_runs_and_exits_1(client, tmp_path, capsys):
     rc = main(["sweep", "--experiment", "lenet300-mnist", "--alpha-fc", "0.9", "--seeds", "0", "--methods",
-               "relief", "random", "--profile", "smoke", "-p", "synthetic=True", "-p", "val_size=[300,5000]",
+               "relief", "random", "--profile", "smoke", "-p", "synthetic=True", "-p", "pretrain_lr=[0.001,1e30]",
                "--retries", "0", "--scheduler", client.scheduler.address, "--results-dir", str(tmp_path),
                "--name", "failing", "--no-progress"])
     out, err = capsys.readouterr()
     assert rc == 1
     assert "4 runs: 2 ran, 0 already finished, 2 failed" in out
     df = pd.read_csv(tmp_path / "smoke" / "sweeps" / "failing" / "sweep.csv")
-    per_run = df.drop_duplicates("run").set_index(["method", "val_size"])
-    assert per_run.loc[("NNrelief", 300), "status"] == per_run.loc[("random", 300), "status"] == "done"
-    assert per_run.loc[("NNrelief", 5000), "status"] == "failed"
-    error = per_run.loc[("NNrelief", 5000), "error"]
-    assert error.startswith("ValueError") and "5000" in error  # the run's own message (val_size too large)
-    assert "reference run" in per_run.loc[("random", 5000), "error"]
+    per_run = df.drop_duplicates("run").set_index(["method", "pretrain_lr"])
+    assert per_run.loc[("NNrelief", 0.001), "status"] == per_run.loc[("random", 0.001), "status"] == "done"
+    assert per_run.loc[("NNrelief", 1e30), "status"] == "failed"
+    error = per_run.loc[("NNrelief", 1e30), "error"]
+    assert error.startswith("TrainingDiverged") and "pretrain_lr" in error  # the run's own message
+    assert "reference run" in per_run.loc[("random", 1e30), "error"]
     assert "FAILED" in err
-    assert set(aggregate(df).val_size) == {300}  # failed runs are left out of the aggregate
+    assert set(aggregate(df).pretrain_lr) == {0.001}  # failed runs are left out of the aggregate
+
+
+def test_the_whole_grid_is_checked_before_any_worker_starts(tmp_path, capsys):
+    """A value no run of the grid can use (a config error, or a validation split larger than the training data)
+    is refused in one line naming the points, before a cluster starts or anything is written."""
+    for bad in ("alpha_fc=[0.9,1.5]", "val_size=[300,5000]"):
+        rc = main(["sweep", "--experiment", "lenet300-mnist", "--seeds", "0", "1", "--methods", "relief", "random",
+                   "--profile", "smoke", "-p", "synthetic=True", "-p", bad, "--scheduler", "tcp://127.0.0.1:1",
+                   "--results-dir", str(tmp_path), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "nothing was run" in err, err
+        assert ("alpha_fc=1.5" if "alpha" in bad else "val_size=5000") in err and "seed=1" in err
+        assert not any(tmp_path.iterdir())
+
+
+def test_sweep_progress_counts_epochs(tmp_path):
+    from relief_nb.sweeps.cluster import epochs_done, epochs_planned
+
+    cfg = experiment_config("lenet300-mnist", "smoke", synthetic=True, iterations=2, pretrain_epochs=2,
+                            retrain_epochs=3, retrain_milestones=(2,))
+    assert epochs_planned(cfg) == 2 + 2 * 3
+    run = Run(cfg, tmp_path, ROOT / "data", device="cpu", progress=False)
+    assert epochs_done(run.folder, cfg) == 0  # not started
+    for stop, total in ((1, 1), (3, 4)):  # 4: two of pretraining, two of iteration 1's retraining
+        with pytest.raises(KeyboardInterrupt):
+            Run(cfg, tmp_path, ROOT / "data", device="cpu", progress=False).run(stop_after_epochs=stop)
+        assert epochs_done(run.folder, cfg) == total
+    run.run()
+    assert epochs_done(run.folder, cfg) == epochs_planned(cfg)
 
 
 @pytest.mark.slow

@@ -1,8 +1,14 @@
 """A run's checkpoint: where it stands (:class:`RunState`), saved atomically with one model, the optimizer and the
-RNG states after every epoch and every pruning step, read back with errors that name the file."""
+RNG states after every epoch and every pruning step, read back with errors that name the file; and the way back
+when it is lost: every finished iteration keeps its model, its metrics row and its RNG states
+(``iterations/XX/``), so a deleted or corrupt checkpoint costs at most the iteration in flight."""
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -12,6 +18,7 @@ import torch
 
 from ..common.files import atomic_write
 from ..core.masks import load_pruned_state_dict
+from ..pruning.metrics import layer_table
 
 __all__ = ["CheckpointError", "Checkpoints", "RunState", "atomic_save", "load_checkpoint"]
 
@@ -30,8 +37,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises several types for truncated / corrupt files
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {err}); "
-                              "delete it to restart the run, or restore it from a backup") from err
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {err}); resume "
+                              f"from the last finished iteration with: relief-nb repair {path.parent} (the "
+                              "corrupt file is kept as checkpoint.corrupt.pt)") from err
     if not isinstance(state, dict) or "phase" not in state:
         raise CheckpointError(f"checkpoint {path} is not a relief_nb checkpoint")
     return state
@@ -96,23 +104,117 @@ class Checkpoints:
         return state.stopped_early or (bool(state.rows) and state.rows[-1]["iteration"] >= self._wanted_last(
             state.rows))
 
+    def _rng_states(self) -> dict[str, Any]:
+        states = {"rng": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.device.type == "cuda":
+            states["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def _set_rng_states(self, saved: dict[str, Any]) -> None:
+        torch.set_rng_state(saved["rng"])
+        self.generator.set_state(saved["generator"])
+        if "cuda_rng" in saved and self.device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+
+    def _save_iteration(self, k: int, row: dict[str, Any]) -> None:
+        """``iterations/XX/``: the model, its metrics row and the RNG states the next iteration starts from
+        (what a lost checkpoint is rebuilt from, :meth:`_recover`); ``metrics.json`` last, as the mark of a
+        complete folder."""
+        from .results import json_row
+
+        folder = self.folder / "iterations" / f"{k:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_save(self.model.state_dict(), folder / "model.pt")
+        atomic_save(self._rng_states(), folder / "rng.pt")
+        atomic_write(folder / "metrics.json", json_row(row))
+
+    def _resume_state(self) -> RunState | None:
+        """Where to go on: ``checkpoint.pt``; if it is gone, the last finished iteration (:meth:`_recover`); None
+        when there is nothing to go on from. A corrupt checkpoint raises :class:`CheckpointError` naming the
+        repair command."""
+        if self.checkpoint_path.exists():
+            return self._restore(load_checkpoint(self.checkpoint_path))
+        state = self._recover()
+        if state is not None:
+            self._save(state)
+            warnings.warn(f"{self.checkpoint_path} is missing: resumed from iteration {state.rows[-1]['iteration']}, "
+                          "the last finished one (the iteration in flight, if any, is made again)", stacklevel=3)
+        return state
+
+    def repair(self) -> str:
+        """Rebuild what a damaged run folder lost, losing nothing that is intact: a corrupt checkpoint is moved
+        to ``checkpoint.corrupt.pt`` and the run rebuilt from its last finished iteration; ``metrics.csv``,
+        ``metrics.json`` and ``layers.csv`` are rewritten from the state. Returns what was done, in one line."""
+        from .folder import run_lock
+
+        self._setup()
+        with run_lock(self.folder):
+            done = []
+            state = None
+            if self.checkpoint_path.exists():
+                try:
+                    state = self._restore(load_checkpoint(self.checkpoint_path))
+                except CheckpointError:
+                    os.replace(self.checkpoint_path, self.folder / "checkpoint.corrupt.pt")
+                    done.append("moved the corrupt checkpoint to checkpoint.corrupt.pt")
+            if state is None:
+                state = self._recover()
+                if state is None:
+                    raise CheckpointError(f"{self.folder} holds no finished iteration to rebuild the run from; "
+                                          "start it over with relief-nb run ... --restart")
+                self._save(state)
+                done.append(f"rebuilt checkpoint.pt from iteration {state.rows[-1]['iteration']}")
+            self._write_metrics(state.rows, state.layers, state.stopped_early)
+            done.append(f"rewrote metrics.csv, metrics.json and layers.csv ({len(state.rows)} iterations)")
+            return f"repaired {self.folder}: " + "; ".join(done)
+
+    def _recover(self) -> RunState | None:
+        """The state right after the last finished iteration, from ``iterations/XX/`` (model, metrics row, RNG
+        states): equal to the checkpoint written then, so the run goes on as if never interrupted. Iterations are
+        read in order up to the first incomplete or unreadable one; the layer table is recomputed from each
+        model. None if iteration 0 (the pretrained model) is not there."""
+        rows: list[dict] = []
+        layers: list[dict] = []
+        rng = None
+        for k in itertools.count():
+            folder = self.folder / "iterations" / f"{k:02d}"
+            try:
+                row = json.loads((folder / "metrics.json").read_text())
+                weights = torch.load(folder / "model.pt", map_location="cpu")
+                states = torch.load(folder / "rng.pt", map_location="cpu") if (folder / "rng.pt").exists() else None
+            except Exception:  # missing, truncated or corrupt: the iterations before it are what is intact
+                break
+            load_pruned_state_dict(self.model, weights)
+            rows.append(row)
+            layers += [{"iteration": k, **r} for r in layer_table(self.model, self.graph).to_dict("records")]
+            rng = states
+        if not rows:
+            return None
+        if rng is None:
+            warnings.warn(f"{self.folder}: iteration {rows[-1]['iteration']} was saved without its random state "
+                          "(an older relief_nb): the iterations made from here differ from an uninterrupted run",
+                          stacklevel=3)
+        else:
+            self._set_rng_states(rng)
+        info = self.folder / "run.json"
+        stopped = bool(json.loads(info.read_text()).get("stopped_early")) if info.exists() else False
+        last = rows[-1]["iteration"]
+        state = RunState(phase="prune", iteration=last + 1, rows=rows, layers=layers, stopped_early=stopped)
+        if stopped or last >= self._wanted_last(rows):
+            state.iteration, state.done = last, True
+        return state
+
     def _save(self, state: RunState) -> None:
         # not dataclasses.asdict: it rebuilds a dict subclass from its items, which turns MultiStepLR's milestones
         # Counter({30: 1}) into Counter({(30, 1): 1}), and a resumed run then never decays its learning rate
         saved: dict[str, Any] = {f.name: getattr(state, f.name) for f in fields(state)}
         saved["model"] = self.model.state_dict()
-        saved["rng"] = torch.get_rng_state()
-        saved["generator"] = self.generator.get_state()
-        if self.device.type == "cuda":
-            saved["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        saved.update(self._rng_states())
         atomic_save(saved, self.checkpoint_path)
 
     def _restore(self, saved: dict[str, Any]) -> RunState:
         load_pruned_state_dict(self.model, saved["model"])
-        torch.set_rng_state(saved["rng"])
-        self.generator.set_state(saved["generator"])
-        if "cuda_rng" in saved and self.device.type == "cuda":
-            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+        self._set_rng_states(saved)
         # relief_nb 0.1 kept the initial and the best model inside every checkpoint
         if saved.get("init") is not None and not (self.folder / "init.pt").exists():
             atomic_save(saved["init"], self.folder / "init.pt")

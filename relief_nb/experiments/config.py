@@ -291,11 +291,24 @@ def override(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; valid: {sorted(SETTINGS)}")
     paths = {SETTINGS.get(k, k): v for k, v in changes.items()}
-    # a whole object changed together with fields inside it (pretrain=... and pretrain_epochs=...): object first
-    outer = [p for p in paths if any(q.startswith(p + ".") for q in paths)]
-    for path in outer:
-        config = _apply(config, _tree({path: paths.pop(path)}))
-    return _apply(config, _tree(paths))
+    try:
+        # a whole object changed together with fields inside it (pretrain=... and pretrain_epochs=...): object first
+        outer = [p for p in paths if any(q.startswith(p + ".") for q in paths)]
+        for path in outer:
+            config = _apply(config, _tree({path: paths.pop(path)}))
+        return _apply(config, _tree(paths))
+    except ValueError as err:
+        raise _named(err, changes) from None
+
+
+def _named(err: ValueError, changes: dict[str, Any]) -> ValueError:
+    """A nested field's error under the name the user gave (``retrain_epochs``, not ``epochs``)."""
+    msg = str(err)
+    for key in changes:
+        leaf = SETTINGS.get(key, key).rsplit(".", 1)[-1]
+        if key != leaf and msg.startswith(f"{leaf} must"):
+            return ValueError(key + msg[len(leaf):].replace(f" {leaf}=", f" {key}="))
+    return err
 
 
 def _tree(paths: dict[str, Any]) -> _Branch:

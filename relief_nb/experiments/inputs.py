@@ -18,6 +18,7 @@ from ..models.zoo import MODELS, create_model
 from ..pruning.methods import Budget, get_method
 from .config import ExperimentConfig
 from .factories import ModelFactory, call_factory, resolve_factory, weights_fingerprint
+from .results import read_results_csv
 
 __all__ = ["RunInputs"]
 
@@ -113,11 +114,19 @@ class RunInputs:
             self._model_fingerprint = weights_fingerprint(self._build_model(self._data(), seed=0))
         return self._model_fingerprint
 
+    def train_size(self) -> int:
+        """The number of training examples this run reads (data loaded and checked: present, labels in range)."""
+        return len(as_dataset(self._data()).train_y)
+
+    def check_val_size(self, train_size: int) -> None:
+        """The validation split must leave training data (checked before anything runs, also over a sweep's grid)."""
+        if self.config.data.val_size >= train_size:
+            raise ValueError(f"val_size={self.config.data.val_size} leaves no training data ({train_size} training "
+                             f"images); for example val_size={max(1, train_size // 10)}")
+
     def _setup(self) -> None:
         cfg, ds = self.config, as_dataset(self._data())  # validates labels against the class count
-        if cfg.data.val_size >= len(ds.train_y):
-            raise ValueError(f"val_size={cfg.data.val_size} leaves no training data ({len(ds.train_y)} training "
-                             f"images); for example val_size={max(1, len(ds.train_y) // 10)}")
+        self.check_val_size(len(ds.train_y))
         if cfg.method.name != "relief":
             self._reference_layers()  # the reference run must exist before a baseline writes anything
         split = ds.split_validation(cfg.data.val_size, cfg.seed)
@@ -140,7 +149,7 @@ class RunInputs:
             method = self.config.method
             raise FileNotFoundError(f"the {method.name} baseline's reference run {method.reference} has no "
                                     f"layers.csv in {path.parent}; run NNrelief first")
-        return pd.read_csv(path, dtype={"layer": str})
+        return read_results_csv(path, dtype={"layer": str})
 
     def _prune_baseline(self, iteration: int) -> None:
         """Prune to the weights NNrelief kept at this iteration (per layer; the global method takes the total),

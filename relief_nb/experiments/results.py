@@ -19,7 +19,20 @@ from ..pruning.metrics import layer_table, summary
 from .config import ExperimentConfig
 from .training import evaluate
 
-__all__ = ["RunResults", "json_row"]
+__all__ = ["ResultsFileError", "RunResults", "json_row", "read_results_csv"]
+
+
+class ResultsFileError(RuntimeError):
+    """A run's results file is empty or unreadable; the message names it and the command that rebuilds it."""
+
+
+def read_results_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv`` of a run's ``metrics.csv`` / ``layers.csv``, a damaged file named with its repair command."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ResultsFileError(f"results file {path} is empty or corrupt ({type(err).__name__}: {err}); rebuild it "
+                               f"from the run's checkpoint with: relief-nb repair {path.parent}") from err
 
 
 def json_row(row: dict[str, Any]) -> str:
@@ -92,20 +105,34 @@ class RunResults:
         info.setdefault("stopped_early", False)
         atomic_write(path, json.dumps(info, indent=2))
 
+    def _results_readable(self) -> bool:
+        """Whether ``metrics.csv`` and ``layers.csv`` exist and read back (a run resumed or read back rewrites them
+        if not)."""
+        if not all((self.folder / name).exists() for name in ("metrics.csv", "layers.csv", "metrics.json")):
+            return False
+        try:
+            self.layers()  # reads metrics.csv too
+        except ResultsFileError:
+            return False
+        return True
+
     def metrics(self) -> pd.DataFrame:
         """One row per iteration, up to the last one this config's stopping rules ask for (a longer run of the
         same settings may have made more)."""
         path = self.folder / "metrics.csv"
         if not path.exists():
             return pd.DataFrame()
-        df = pd.read_csv(path)
+        df = read_results_csv(path)
+        if "iteration" not in df.columns:
+            raise ResultsFileError(f"results file {path} has no iteration column (not a relief_nb metrics.csv); "
+                                   f"rebuild it from the run's checkpoint with: relief-nb repair {path.parent}")
         return df[df.iteration <= self._wanted_last(df.to_dict("records"))].reset_index(drop=True)
 
     def layers(self) -> pd.DataFrame:
         path = self.folder / "layers.csv"
         if not path.exists():
             return pd.DataFrame()
-        df = pd.read_csv(path, dtype={"layer": str})
+        df = read_results_csv(path, dtype={"layer": str})
         metrics = self.metrics()
         last = metrics.iteration.max() if len(metrics) else -1
         return df[df.iteration <= last].reset_index(drop=True)

@@ -36,13 +36,13 @@ from ..common.files import atomic_write
 from ..core.masks import load_pruned_state_dict
 from ..graph.compact import CompactModel
 from ..pruning.methods import ReliefMethod
-from .checkpoints import Checkpoints, RunState, atomic_save, load_checkpoint
+from .checkpoints import Checkpoints, RunState, atomic_save
 from .config import ExperimentConfig
 from .devices import resolve_device
 from .factories import ModelFactory
 from .folder import RunFolder, run_lock
 from .inputs import RunInputs
-from .results import RunResults, json_row
+from .results import RunResults
 from .training import TrainConfig, TrainingDiverged, evaluate, make_optimizer, train_epoch
 
 __all__ = ["Run", "run_experiment"]
@@ -112,9 +112,11 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
         config_path = self.folder / "config.json"
         if not config_path.exists():
             atomic_write(config_path, json.dumps(self.config.to_dict(), indent=2))
-        if resume and self.checkpoint_path.exists():
-            state = self._restore(load_checkpoint(self.checkpoint_path))
+        state = self._resume_state() if resume else None
+        if state is not None:
             self._extend(state)
+            if state.rows and not self._results_readable():  # an empty or corrupt results file: rewritten
+                self._write_metrics(state.rows, state.layers, state.stopped_early)
         else:
             state = RunState()
             atomic_save(self.model.state_dict(), self.folder / "init.pt")  # the initial weights, once
@@ -265,9 +267,7 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
         if not stop:
             state.rows.append(row)
             state.layers += layers
-            self.iteration_folder(k).mkdir(parents=True, exist_ok=True)
-            atomic_save(self.model.state_dict(), self.iteration_folder(k) / "model.pt")
-            atomic_write(self.iteration_folder(k) / "metrics.json", json_row(row))
+            self._save_iteration(k, row)
             atomic_save(self.model.state_dict(), self.folder / "final.pt")
         state.stopped_early = stop
         self._write_metrics(state.rows, state.layers, state.stopped_early)

@@ -52,7 +52,9 @@ class TrainConfig:
                              "for example precision='bf16' (bfloat16 autocast in training)")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        expect("epochs", self.epochs, (int,), lambda v: v >= 0, "an integer >= 0", "60")
+        # a stage of no epoch would record an untrained (or unretrained) model as a result; a pruning pass without
+        # retraining is relief_nb.relief_prune
+        expect("epochs", self.epochs, (int,), lambda v: v >= 1, "an integer >= 1", "60")
         expect("batch_size", self.batch_size, (int,), lambda v: v >= 1, "an integer >= 1", "120")
         for name, example in (("lr", "0.001"), ("momentum", "0.9"), ("weight_decay", "0.0005"), ("gamma", "0.1")):
             positive = name == "lr"

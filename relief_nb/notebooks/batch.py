@@ -79,13 +79,15 @@ def _missing_data(name: str, profile: str, data_dir: Path) -> list[str]:
 
 
 def run_many(names: list[str], profile: str | None, extra: dict[str, Any], results_dir: Path, data_dir: Path,
-             gallery: Path | None = None, skip_missing: bool = False, progress: bool = True) -> int:
+             gallery: Path | None = None, skip_missing: bool = False, progress: bool = True,
+             given: frozenset[str] = frozenset()) -> int:
     """Execute notebooks one after the other; returns the exit code (0: all ran, 1: one failed or was missing).
 
     ``skip_missing``: a table whose data is absent is skipped with the fetch command (``reproduce`` without
     names); a notebook named explicitly whose data is absent fails. ``gallery``: write the executed notebooks
-    there as ``<name>.ipynb`` in their gallery profile (when ``profile`` is None), folders left to resolve where
-    they are opened.
+    there as ``<name>.ipynb`` in their gallery profile (when ``profile`` is None); the folders named in ``given``
+    (``data_dir``, ``results_dir``: those the user passed) are injected, the others left to resolve where the
+    notebook is opened.
     """
     from papermill.exceptions import PapermillExecutionError
 
@@ -108,9 +110,8 @@ def run_many(names: list[str], profile: str | None, extra: dict[str, Any], resul
         params = {k: v for k, v in extra.items() if k in spec.parameters or name != "summary"}
         if gallery and profile is None:
             params = {**dict(spec.gallery_params), **params}
-        folders = None if gallery else {k: str(v.resolve()) for k, v in
-                                        (("results_dir", results_dir), ("data_dir", data_dir))
-                                        if k in spec.parameters}
+        folders = {k: str(v.resolve()) for k, v in (("results_dir", results_dir), ("data_dir", data_dir))
+                   if k in spec.parameters and (not gallery or k in given)}
         output = (gallery / f"{name}.ipynb" if gallery
                   else paths.notebook_folder(results_dir, prof, name) / f"{name}.ipynb")
         print(f"running notebook {name} ({prof} profile) -> {output}", flush=True)
@@ -148,8 +149,14 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
         print("error: name a notebook or pass --all; notebooks: " + ", ".join(NOTEBOOKS), file=sys.stderr)
         return 2
     profile = args.profile if args.profile or args.gallery else "cpu"
-    return run_many(names, profile, _extra(args), Path(args.results_dir), Path(args.data_dir),
-                    gallery=Path(args.gallery) if args.gallery else None, progress=not args.no_progress)
+    given = frozenset(k for k in ("data_dir", "results_dir") if getattr(args, k) is not None)
+    return run_many(names, profile, _extra(args), _folder(args.results_dir, paths.default_results_dir),
+                    _folder(args.data_dir, paths.default_data_dir), progress=not args.no_progress,
+                    gallery=Path(args.gallery) if args.gallery else None, given=given)
+
+
+def _folder(value: str | None, default: Any) -> Path:
+    return Path(value) if value is not None else default()
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -157,10 +164,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown table(s) {unknown}; tables: {', '.join(TABLES)}", file=sys.stderr)
         return 2
-    code = run_many(args.tables or TABLES, args.profile, _extra(args), Path(args.results_dir),
-                    Path(args.data_dir), skip_missing=not args.tables, progress=not args.no_progress)
-    summary = run_many(["summary"], args.profile, {}, Path(args.results_dir), Path(args.data_dir),
-                       progress=not args.no_progress)
+    results, data = _folder(args.results_dir, paths.default_results_dir), _folder(args.data_dir,
+                                                                                   paths.default_data_dir)
+    code = run_many(args.tables or TABLES, args.profile, _extra(args), results, data, skip_missing=not args.tables,
+                    progress=not args.no_progress)
+    summary = run_many(["summary"], args.profile, {}, results, data, progress=not args.no_progress)
     return code or summary
 
 
@@ -172,8 +180,9 @@ def add_notebook_commands(sub: argparse._SubParsersAction) -> None:
             p.add_argument("names", nargs="*", help=f"notebooks: {', '.join(NOTEBOOKS)}")
             p.add_argument("--all", action="store_true")
             p.add_argument("--gallery", metavar="DIR",
-                           help="write DIR/<name>.ipynb (the committed notebooks/ folder), each in its gallery "
-                                "profile unless --profile is given, with folders resolved where it is opened")
+                           help="rebuild the gallery: write DIR/<name>.ipynb (the committed notebooks/ folder), each "
+                                "in its gallery profile unless --profile is given; --data-dir/--results-dir when "
+                                "given, else the folders resolved where it is opened")
             p.set_defaults(func=_cmd_notebook, profile=None)
         else:
             p.add_argument("tables", nargs="*", help=f"tables: {', '.join(TABLES)} (none: every table whose data "
@@ -184,6 +193,9 @@ def add_notebook_commands(sub: argparse._SubParsersAction) -> None:
                             f"{'; with --gallery, each notebook its own' if command == 'notebook' else ''})")
         p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
         p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
-        p.add_argument("--data-dir", default=str(paths.default_data_dir()))
-        p.add_argument("--results-dir", default=str(paths.default_results_dir()))
+        p.add_argument("--data-dir", default=None, help=f"where data sets live (default: {paths.default_data_dir()}"
+                       f"{'; with --gallery, given: written into the notebooks' if command == 'notebook' else ''})")
+        p.add_argument("--results-dir", default=None, help=f"where runs and tables go (default: "
+                       f"{paths.default_results_dir()}"
+                       f"{'; with --gallery, given: written into the notebooks' if command == 'notebook' else ''})")
         p.add_argument("--no-progress", action="store_true", help="no progress bar or streamed notebook output")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,8 @@ from ..experiments.run import Run
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["SCHEDULER_ENV", "execute_run", "local_cluster_plan", "run_done", "start_local_cluster"]
+__all__ = ["SCHEDULER_ENV", "EpochProgress", "epochs_done", "epochs_planned", "execute_run", "local_cluster_plan",
+           "run_done", "start_local_cluster"]
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
@@ -124,7 +126,64 @@ def _dashboard(client: Client) -> str | None:
     return client.dashboard_link if has_dashboard else None
 
 
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
+def epochs_planned(config: ExperimentConfig) -> int:
+    """The training epochs a run makes: pretraining (none for a baseline, which starts from its reference's
+    pretrained model) and every iteration's retraining (fewer if a target or tolerance stops it early)."""
+    schedule = config.schedule
+    pretrain = 0 if config.method.reference is not None else schedule.pretrain.epochs
+    return pretrain + schedule.iterations * schedule.retrain.epochs
 
-    return tqdm(total=total, desc="finished runs", unit="run", disable=not enabled)
+
+def epochs_done(folder: str | os.PathLike, config: ExperimentConfig) -> int:
+    """The epochs a run folder has finished, read from its checkpoint (memory-mapped, so cheap while it runs)."""
+    import torch
+
+    try:
+        saved = torch.load(Path(folder) / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # not started yet, or being replaced: nothing to count
+        return 0
+    if saved.get("done"):
+        return epochs_planned(config)
+    pretrain = 0 if config.method.reference is not None else config.schedule.pretrain.epochs
+    if saved.get("phase") == "pretrain":
+        return int(saved.get("epoch", 0))
+    before = pretrain + (int(saved.get("iteration", 1)) - 1) * config.schedule.retrain.epochs
+    return before + (int(saved.get("epoch", 0)) if saved.get("phase") == "retrain" else 0)
+
+
+class EpochProgress:
+    """A sweep's progress bar in epochs over all its runs (and finished runs in its postfix), so a sweep of long
+    runs moves from its first minute, not when its first run ends: run folders are polled every ``every`` seconds
+    (:func:`epochs_done`)."""
+
+    def __init__(self, runs: dict[str, tuple[Path, ExperimentConfig]], enabled: bool, every: float = 5.0) -> None:
+        from tqdm.auto import tqdm
+
+        self.runs, self.every, self.finished = runs, every, 0
+        self.done = {name: 0 for name in runs}
+        self.bar = tqdm(total=sum(epochs_planned(c) for _, c in runs.values()), desc="sweep", unit="epoch",
+                        disable=not enabled)
+        self.bar.set_postfix_str(f"0/{len(runs)} runs")
+        self._last = 0.0
+
+    def poll(self, force: bool = False) -> None:
+        if self.bar.disable or (not force and time.monotonic() - self._last < self.every):
+            return
+        self._last = time.monotonic()
+        for name, (folder, config) in self.runs.items():
+            if self.done[name] < epochs_planned(config):
+                self.done[name] = epochs_done(folder, config)
+        self._show()
+
+    def run_finished(self, name: str) -> None:
+        self.finished += 1
+        self.done[name] = epochs_planned(self.runs[name][1])  # a failed run counts as done too: nothing left
+        self._show()
+
+    def _show(self) -> None:
+        self.bar.n = sum(self.done.values())
+        self.bar.set_postfix_str(f"{self.finished}/{len(self.runs)} runs")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()

@@ -18,7 +18,7 @@ from ..common import paths
 from ..experiments.config import ExperimentConfig, override
 from ..experiments.run import Run
 
-__all__ = ["GRID_KEYS", "SweepRun", "expand_grid", "load_grid"]
+__all__ = ["GRID_KEYS", "SweepRun", "expand_grid", "grid_errors", "load_grid"]
 
 # keys of a grid, in a TOML file and as run_sweep's arguments (the CLI's options spell them with dashes)
 GRID_KEYS = ("experiment", "alpha_conv", "alpha_fc", "seeds", "methods", "profile", "params", "name", "device",
@@ -129,6 +129,31 @@ def expand_grid(experiment: str | Sequence[str], alpha_conv: float | Sequence[fl
                     reference = run
                 runs.setdefault(run.name, run)
     return list(runs.values())
+
+
+def grid_errors(runs: list[SweepRun], data_dir: str | os.PathLike) -> list[str]:
+    """What is wrong with a grid before any of it runs: every point's config (the validation of a single run), its
+    data (present, labels in range; loaded once per data setting) and its validation split against the training
+    data. One line per distinct problem, naming the points; a baseline failing only with its reference is left
+    out (its reference is listed)."""
+    sizes: dict[Any, int] = {}
+    problems: dict[str, list[str]] = {}
+    for run in runs:
+        point = ", ".join(f"{k}={v}" for k, v in run.coords.items() if v is not None)
+        error = run.error
+        if run.config is not None:
+            cfg = run.config
+            try:
+                checker = Run(cfg, data_dir=data_dir, device="cpu", progress=False)
+                key = (cfg.data, cfg.seed if cfg.data.synthetic else None)
+                if key not in sizes:
+                    sizes[key] = checker.train_size()
+                checker.check_val_size(sizes[key])
+            except Exception as err:
+                error = f"{type(err).__name__}: {err}"
+        if error and "its NNrelief reference run could not be built" not in error:
+            problems.setdefault(error, []).append(f"({point})")
+    return [f"{' '.join(points)}: {error}" for error, points in problems.items()]
 
 
 def load_grid(path: str | os.PathLike) -> dict[str, Any]:

@@ -57,6 +57,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,8 @@ from ..experiments.devices import resolve_device
 from ..experiments.run import Run
 from ..reporting.marks import SMOKE_MARK
 from ..reporting.tables import METHOD_LABELS
-from .cluster import SCHEDULER_ENV, _connect, _dashboard, _progress_bar, execute_run, run_done
-from .grid import GRID_KEYS, SweepRun, _as_list, expand_grid, load_grid
+from .cluster import SCHEDULER_ENV, EpochProgress, _connect, _dashboard, execute_run, run_done
+from .grid import GRID_KEYS, SweepRun, _as_list, expand_grid, grid_errors, load_grid
 from .report import METRIC_COLUMNS, aggregate, plot_sweep, save_sweep, sweep_report
 
 __all__ = ["GRID_KEYS", "SweepRun", "add_sweep_command", "aggregate", "execute_run", "expand_grid", "load_grid",
@@ -137,6 +138,8 @@ def run_sweep(experiment: str | Sequence[str], alpha_conv: float | Sequence[floa
     runs_dir = paths.runs_folder(results, profile)
     experiments = _as_list(experiment)
     runs = expand_grid(experiments, alpha_conv, alpha_fc, seeds, methods, profile, params, data)
+    if execute and (errors := grid_errors(runs, data)):  # the whole grid checked before a worker starts
+        raise ValueError(f"the grid has {len(errors)} invalid setting(s), nothing was run: " + "; ".join(errors))
     frames: dict[str, pd.DataFrame] = {}
     todo: list[SweepRun] = []
     for run in runs:
@@ -183,29 +186,39 @@ def _submit_all(todo: list[SweepRun], frames: dict[str, pd.DataFrame], runs_dir:
             futures[run.name] = client.submit(execute_run, run.config, str(runs_dir), str(data), device, 1, ref,
                                               key=f"relief-run-{run.name}", retries=retries)
         by_key = {f.key: run for run, f in zip(todo, futures.values())}
-        bar = _progress_bar(len(todo), progress)
+        bar = EpochProgress({run.name: (runs_dir / run.name, run.config) for run in todo}, progress)
+        pending = as_completed(list(futures.values()))
         try:
-            for future in as_completed(list(futures.values())):
-                run = by_key[future.key]
-                if future.status == "finished":
-                    frames[run.name] = _rows(run, "done", future.result(), runs_dir)
-                else:
-                    try:
-                        err = future.exception()
-                    except BaseException as cancelled:  # a cancelled future has no exception to give
-                        err = cancelled
-                    message = f"{type(err).__name__}: {err}"
-                    if run.config.method.name != "relief" and run.reference in futures and \
-                            futures[run.reference].status == "error":
-                        message = f"its NNrelief reference run {run.reference} failed ({message})"
-                    frames[run.name] = _rows(run, "failed", None, runs_dir, message)
-                bar.update(1)
+            while not pending.is_empty():
+                ready = pending.next_batch(block=False) if pending.has_ready() else []
+                for future in ready:
+                    _collect(future, by_key[future.key], futures, frames, runs_dir)
+                    bar.run_finished(by_key[future.key].name)
+                bar.poll()
+                if not ready:
+                    time.sleep(0.2)
         finally:
             bar.close()
         return client.scheduler.address
     finally:
         for thing in owned:
             thing.close()
+
+
+def _collect(future: Any, run: SweepRun, futures: dict[str, Any], frames: dict[str, pd.DataFrame],
+             runs_dir: Path) -> None:
+    """A finished task's rows: its metrics, or its error (a baseline's says when its reference failed)."""
+    if future.status == "finished":
+        frames[run.name] = _rows(run, "done", future.result(), runs_dir)
+        return
+    try:
+        err = future.exception()
+    except BaseException as cancelled:  # a cancelled future has no exception to give
+        err = cancelled
+    message = f"{type(err).__name__}: {err}"
+    if run.config.method.name != "relief" and run.reference in futures and futures[run.reference].status == "error":
+        message = f"its NNrelief reference run {run.reference} failed ({message})"
+    frames[run.name] = _rows(run, "failed", None, runs_dir, message)
 
 
 def _mark(df: pd.DataFrame, profile: str) -> str | None:
