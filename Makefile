@@ -47,7 +47,7 @@ test-notebooks: setup
 # rebuild the gallery notebooks/ from the templates in relief_nb/templates: real MNIST results (cpu profile) for
 # the tour, the LeNet table and the summary; smoke outputs on stand-in data where no real data exists (~45 min)
 notebooks: fetch-mnist
-	$(BIN)/relief-nb notebook --all --gallery notebooks --data-dir $(DATA)
+	$(BIN)/relief-nb notebook --all --gallery notebooks $(if $(filter-out data,$(DATA)),--data-dir $(DATA))
 
 bench: fetch-mnist
 	$(PY) benchmarks/run_all.py

@@ -761,3 +761,27 @@ class ConvNeXtLike(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.down(self.blocks(self.stem(x))).mean((2, 3)))
+
+
+class ShuffleViewNet(nn.Module):
+    """ShuffleNet's channel shuffle as torchvision writes it (``view`` / ``transpose`` / ``view``) between grouped
+    convolutions, inside a residual unit."""
+
+    def __init__(self, groups: int = 4, width: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.groups = groups
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.gconv1 = nn.Sequential(nn.Conv2d(width, width, 1, groups=groups, bias=False), nn.BatchNorm2d(width),
+                                    nn.ReLU())
+        self.gconv2 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=groups, bias=False),
+                                    nn.BatchNorm2d(width), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(width, 32), nn.ReLU(), nn.Linear(32, classes))
+
+    def shuffle(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.gconv2(self.shuffle(self.gconv1(x)))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))

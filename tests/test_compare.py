@@ -41,7 +41,9 @@ def test_report_and_cli(folders, capsys):
     assert "| experiment | 2x |" in report
     rc = main(["compare", f"a={folders['rewound']}", f"b={folders['fine-tuned'] / 'seed_0'}", "--at", "2"])
     assert rc == 0 and "| a compression |" in capsys.readouterr().out
-    assert main(["compare", str(folders["rewound"])]) == 2
+    assert main(["compare", str(folders["rewound"]), "--at", "2"]) == 0  # a bare folder: labelled by its name
+    assert f"| {folders['rewound'].name} compression |" in capsys.readouterr().out
+    assert main(["compare", f"={folders['rewound']}"]) == 2
     assert "LABEL=FOLDER" in capsys.readouterr().err
 
 

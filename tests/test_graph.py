@@ -210,11 +210,18 @@ def test_untraceable_model_gets_a_clear_error():
         relief_prune(DataDependent(), torch.rand(4, 4))
 
 
-def test_vit_attention_must_be_ignored_and_ignore_names_are_checked():
+def test_vit_hand_written_attention_heads_are_kept_whole_and_ignore_names_are_checked():
+    """The head split (``qkv(x).reshape(b, t, 3, heads, d // heads)``) cannot be followed unit by unit: the units
+    reaching it are kept, the pass says so with the line, and the MLPs around it are pruned."""
+    torch.manual_seed(0)
     model = ViT()
-    with pytest.raises(UnsupportedModuleError, match=r"blocks\.0\.attn.*ignore="):
-        relief_prune(model, torch.rand(2, 1, 28, 28))
-    assert not any(hasattr(m, "weight_mask") for m in model.modules())
+    graph = prune_and_check(model, (1, 28, 28))
+    whole = {k: v for k, v in graph.kept_whole.items() if k.startswith("blocks.0.attn: reshape")}
+    assert len(whole) == 1 and "attention heads" in next(iter(whole.values()))
+    assert "nets.py:" in next(iter(whole.values()))
+    qkv = graph.layer("blocks.0.attn.qkv")
+    assert int(alive_units(qkv).sum()) == qkv.out_units  # its outputs are read whole: no unit removed
+    assert (current_mask(model.blocks[0].attn.qkv) == 0).any()  # its connections are still pruned
     with pytest.raises(KeyError, match="not a module"):
         relief_prune(model, torch.rand(2, 1, 28, 28), ignore=["blocks.9"])
 

@@ -326,3 +326,34 @@ def test_sweep_figure():
     report = sweep_report(pd.DataFrame(rows))
     assert report.count("## lenet300-mnist") == 4 and "Wall time" not in report
     assert len(data_axes(fig)) == 4
+
+
+def test_alpha_explorer_keeps_more_as_alpha_grows_and_is_static_when_headless(monkeypatch):
+    import ipywidgets
+    import torch
+
+    from relief_nb import create_model
+    from relief_nb.notebooks import AlphaExplorer
+    from relief_nb.notebooks.explorer import headless
+
+    g = torch.Generator().manual_seed(0)
+    model = create_model("lenet300-100", seed=0)
+    batch, x = torch.rand(128, 1, 28, 28, generator=g), torch.rand(64, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    explorer = AlphaExplorer(model, batch, x, y, alphas=(0.5, 0.9, 1.0), network="lenet300-100")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the model is left alone
+    kept = explorer.effect.groupby("alpha", sort=True).kept.sum()
+    assert kept.is_monotonic_increasing and kept.iloc[0] < kept.iloc[-1]
+    assert set(explorer.table(0.9).layer) == {"fc1", "fc2", "fc3"}
+    fig = explorer.figure(0.9)
+    assert "alpha = 0.9" in fig.axes[0].get_title()
+    plt.close(fig)
+    monkeypatch.setenv("RELIEF_NB_FAST", "1")
+    assert headless() and explorer.show() is None  # papermill / nbval: the figure is the explorer
+    monkeypatch.delenv("RELIEF_NB_FAST")
+    monkeypatch.delenv("RELIEF_NB_PROGRESS", raising=False)
+    box = explorer.show(0.92)
+    slider = box.children[0]
+    assert isinstance(slider, ipywidgets.SelectionSlider) and slider.value == 0.9
+    assert [v for _, v in slider.options] == [0.5, 0.9, 1.0]

@@ -211,11 +211,27 @@ def test_token_mixing_and_window_reshapes_are_followed(name):
         torch.testing.assert_close(exported(x[:8]), model(x[:8]), rtol=1e-4, atol=1e-5)
 
 
-def test_a_reshape_that_splits_the_unit_axis_into_heads_is_still_refused_with_its_line():
-    from nets import ViT
+@pytest.mark.parametrize("name", ["vit_hand_written_attention", "shuffle_view"])
+def test_a_reshape_that_splits_the_unit_axis_is_kept_whole_and_reported(name):
+    """Attention's head split and ShuffleNet's view/transpose/view shuffle: the units reaching the reshape are kept
+    (the report names it with its source line), everything around it is pruned, and the export equals the masked
+    model."""
+    from nets import ShuffleViewNet, ViT
 
-    with pytest.raises(UnsupportedModuleError, match=r"inside module blocks.0.attn.*nets.py:\d+"):
-        relief_prune(ViT().eval(), torch.rand(8, 1, 28, 28))
+    from relief_nb import layer_table
+
+    torch.manual_seed(0)
+    model, shape = (ViT(), (1, 28, 28)) if name.startswith("vit") else (ShuffleViewNet(), (3, 16, 16))
+    model.eval()
+    x = torch.rand(64, *shape)
+    graph = relief_prune(model, x, ReliefConfig(0.8, 0.8))
+    assert sum(layer.out_units - int(alive_units(layer).sum()) for layer in graph.layers()) > 0
+    rows = layer_table(model, graph)
+    reported = rows[rows.kind.str.startswith("kept whole (a reshape splits the unit axis")]
+    assert len(reported) >= 1 and reported.kind.str.contains(r"nets\.py:\d+").all()
+    exported = export_pruned(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x[:8]), model(x[:8]), rtol=1e-4, atol=1e-5)
 
 
 def test_library_modules_declared_with_declare_layer_prune_and_export():

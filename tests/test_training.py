@@ -108,3 +108,60 @@ def test_bf16_autocast_is_an_option_that_changes_training_only_when_asked():
     assert TrainConfig().precision == "fp32"
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         TrainConfig(precision="fp16")
+
+
+def test_distillation_loss_is_the_cross_entropy_at_weight_zero_and_the_formula_otherwise():
+    import math
+
+    import torch.nn.functional as F
+
+    from relief_nb.experiments.training import distillation_loss
+
+    g = torch.Generator().manual_seed(0)
+    z, t, y = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g), torch.randint(0, 5, (8,), generator=g)
+    ce = F.cross_entropy(z, y)
+    assert torch.equal(distillation_loss(z, y, t, 0.0, 4.0), ce)
+    assert torch.equal(distillation_loss(z, y, None, 0.7, 4.0), ce)
+    # by hand: student logits (0, 0), teacher (ln 3, 0), T = 1, weight 1: KL((3/4, 1/4) || (1/2, 1/2))
+    hand = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    got = distillation_loss(torch.zeros(1, 2), torch.tensor([0]), torch.tensor([[math.log(3), 0.0]]), 1.0, 1.0)
+    assert abs(float(got) - hand) < 1e-6
+    temperature, weight = 3.0, 0.25  # the formula, in float64, on a batch
+    p_t = torch.softmax(t.double() / temperature, 1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(z.double() / temperature, 1))).sum(1).mean()
+    expected = (1 - weight) * F.cross_entropy(z.double(), y) + weight * temperature ** 2 * kl
+    torch.testing.assert_close(distillation_loss(z.double(), y, t.double(), weight, temperature), expected)
+
+
+def test_distillation_retrains_from_the_dense_network_and_leaves_the_papers_runs_alone(tmp_path, monkeypatch):
+    from relief_nb import ExperimentConfig, Run
+    from relief_nb.experiments import training
+
+    assert "distill" not in TrainConfig().to_dict()  # runs made before the option keep their names
+    with pytest.raises(ValueError, match="pretrain_distill must be 0"):
+        ExperimentConfig.of(pretrain_distill=0.5)
+    with pytest.raises(ValueError, match="retrain_distill must be a weight in"):
+        ExperimentConfig.of(retrain_distill=1.5)
+    seen = []
+    real = training.distillation_loss
+
+    def spy(logits, targets, teacher_logits=None, weight=0.0, temperature=4.0):
+        seen.append((teacher_logits is not None, weight, temperature))
+        return real(logits, targets, teacher_logits, weight, temperature)
+
+    monkeypatch.setattr(training, "distillation_loss", spy)
+    base = dict(model="lenet300-100", synthetic=True, n_train=400, n_test=100, val_size=100, scoring_size=64,
+                iterations=1, pretrain=TrainConfig(1, batch_size=100), retrain=TrainConfig(1, batch_size=100))
+    plain = Run(ExperimentConfig.of(**base), tmp_path, progress=False)
+    assert plain.run_name() == Run(ExperimentConfig.of(**base, retrain_distill=0.0), tmp_path).run_name()
+    plain.run()
+    assert not seen
+    distilled = Run(ExperimentConfig.of(**base, retrain_distill=0.5, retrain_temperature=2.0), tmp_path,
+                    progress=False)
+    assert distilled.run_name() != plain.run_name()
+    metrics = distilled.run()
+    assert seen and all(s == (True, 0.5, 2.0) for s in seen) and len(seen) == 3  # 3 retraining batches, 1 epoch
+    assert metrics.iteration.tolist() == [0, 1]
+    teacher = distilled._teacher()
+    dense = torch.load(distilled.iteration_folder(0) / "model.pt")
+    assert torch.equal(teacher.state_dict()["fc1.weight"], dense["fc1.weight"])

@@ -59,7 +59,7 @@ class Dataset:
                        self.synthetic)
 
 
-def prepare(x: torch.Tensor, ds: Dataset, device: torch.device | str, augment: bool = False,
+def prepare(x: torch.Tensor, ds: Dataset, device: torch.device | str = "cpu", augment: bool = False,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 (pixels / 255) or float batch -> normalised float32 batch on ``device`` (augmented if asked and the
     data set has any); integer token ids are only moved. The caller's tensor is never changed.

@@ -114,6 +114,9 @@ class ScheduleConfig:
         for stage in ("pretrain", "retrain"):
             if not isinstance(getattr(self, stage), TrainConfig):
                 raise ValueError(f"{stage} must be a TrainConfig, got {getattr(self, stage)!r}")
+        if self.pretrain.distill:
+            raise ValueError(f"pretrain_distill must be 0, got {self.pretrain.distill}: distillation learns from the "
+                             "dense network, which pretraining makes; use retrain_distill")
         expect("rewind", self.rewind, (bool, type(None)), example="True")
         expect("tolerance", self.tolerance, (int, float, type(None)), lambda v: v >= 0,
                "None or a fraction of accuracy >= 0", "0.005")

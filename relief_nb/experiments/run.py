@@ -80,6 +80,7 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
         self._model_fingerprint = None
         self._user_data_fingerprint = None
         self._device_copies = {}
+        self._teacher_model = None
 
     @classmethod
     def at(cls, folder: str | os.PathLike, config: ExperimentConfig | None = None,
@@ -199,7 +200,8 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
                         initial=state.epoch, total=cfg.epochs)
         for epoch in bar:
             start = time.perf_counter()
-            loss = train_epoch(trainee, self.train_x, self.train_y, ds, cfg, opt, self.device, self.generator)
+            loss = train_epoch(trainee, self.train_x, self.train_y, ds, cfg, opt, self.device, self.generator,
+                               teacher=self._teacher() if state.phase == "retrain" else None)
             if not math.isfinite(loss):  # stop before this epoch is saved: the folder resumes from the last good one
                 self._diverged(state, label, epoch, loss, opt.param_groups[0]["lr"])
             sched.step()
@@ -221,6 +223,16 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
                     raise KeyboardInterrupt("stopped on request (stop_after_epochs)")
         if state.best_val is not None:
             load_pruned_state_dict(self.model, torch.load(best_path, map_location=self.device))
+
+    def _teacher(self) -> torch.nn.Module | None:
+        """The dense network (iteration 0's model) retraining distils from when ``retrain_distill`` > 0."""
+        if self.config.schedule.retrain.distill == 0:
+            return None
+        if self._teacher_model is None:
+            teacher = self._build_model(self._data()).to(self.device, memory_format=torch.channels_last)
+            load_pruned_state_dict(teacher, torch.load(self.iteration_folder(0) / "model.pt", map_location=self.device))
+            self._teacher_model = teacher.eval().requires_grad_(False)
+        return self._teacher_model
 
     def _diverged(self, state: RunState, label: str, epoch: int, loss: float, lr: float) -> None:
         last = state.rows[-1]["iteration"] if state.rows else None

@@ -6,7 +6,9 @@ synchronises with the host once (at its end) instead of at every batch. On CUDA 
 With a fixed seed a run is deterministic per device, and on the CPU it gives exactly the weights of the loop it
 replaced (``benchmarks/legacy_loop.py``; tests/test_training.py checks it). Precision: float32 by default;
 ``precision="bf16"`` trains under bfloat16 autocast (an option beyond the paper), while scoring and the
-self-checks always run in strict float32 (:mod:`relief_nb.core.precision`).
+self-checks always run in strict float32 (:mod:`relief_nb.core.precision`). Knowledge distillation from the dense
+network during retraining (``distill`` > 0, beyond the paper) mixes its soft targets into the loss
+(:func:`distillation_loss`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..common.validation import expect
@@ -24,8 +27,8 @@ from ..data.datasets import Dataset, batches, prepare
 
 PRECISIONS = ("fp32", "bf16")
 
-__all__ = ["PRECISIONS", "TrainConfig", "TrainingDiverged", "evaluate", "flush_subnormals", "flush_to_zero",
-           "make_optimizer", "train_epoch"]
+__all__ = ["PRECISIONS", "TrainConfig", "TrainingDiverged", "distillation_loss", "evaluate", "flush_subnormals",
+           "flush_to_zero", "make_optimizer", "train_epoch"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,6 +48,10 @@ class TrainConfig:
     gamma: float = 0.1
     batch_size: int = 120
     precision: str = "fp32"  # "fp32", or "bf16": bfloat16 autocast for the forward and backward (beyond the paper)
+    # beyond the paper, retraining only: the weight of the dense network's soft targets in the loss, at this
+    # temperature (Hinton et al., 2015; distillation_loss); 0 is the paper's cross-entropy
+    distill: float = 0.0
+    temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -63,11 +70,36 @@ class TrainConfig:
         expect("milestones", self.milestones, (tuple, list), lambda v: all(isinstance(m, int) and m >= 0 for m in v),
                "a list of epoch numbers", "(30,)")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        expect("distill", self.distill, (int, float), lambda v: 0 <= v <= 1, "a weight in [0, 1]", "0.5")
+        expect("temperature", self.temperature, (int, float), lambda v: v > 0, "a number > 0", "4")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        for name in ("distill", "temperature"):  # added later: left out at their defaults, so that the names of
+            if d[name] == _DEFAULT_STAGE_EXTRAS[name]:  # runs made before them are unchanged
+                del d[name]
         return d
+
+
+_DEFAULT_STAGE_EXTRAS = {"distill": 0.0, "temperature": 4.0}
+
+
+def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+                      weight: float = 0.0, temperature: float = 4.0) -> torch.Tensor:
+    """Cross-entropy with the labels, mixed with the teacher's soft targets (Hinton, Vinyals and Dean, 2015)::
+
+        L = (1 - w) * CE(z, y) + w * T^2 * KL(softmax(z_t / T) || softmax(z / T))
+
+    averaged over the batch, with ``z`` the student's logits, ``z_t`` the teacher's, ``w`` = ``weight`` and ``T`` =
+    ``temperature`` (``T^2`` keeps the soft term's gradient on the scale of the hard one's). ``w = 0`` (or no
+    teacher) is the plain cross-entropy the paper trains with."""
+    hard = F.cross_entropy(logits, targets)
+    if weight == 0 or teacher_logits is None:
+        return hard
+    soft = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                    reduction="batchmean", log_target=True)
+    return (1 - weight) * hard + weight * temperature ** 2 * soft
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig):
@@ -113,15 +145,19 @@ def flush_to_zero() -> Iterator[None]:
 
 
 def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, cfg: TrainConfig,
-                opt: torch.optim.Optimizer, device: torch.device, generator: torch.Generator) -> float:
+                opt: torch.optim.Optimizer, device: torch.device, generator: torch.Generator,
+                teacher: nn.Module | None = None) -> float:
     """One shuffled pass over (x, y); returns the mean training loss (the epoch's one host synchronisation).
     Subnormal weights and optimizer state are flushed to zero first (:func:`flush_subnormals`), and the epoch runs
-    in flush-to-zero mode. ``x`` and ``y`` may live on ``device`` already (a run moves them there once)."""
+    in flush-to-zero mode. ``x`` and ``y`` may live on ``device`` already (a run moves them there once). With a
+    ``teacher`` and ``cfg.distill`` > 0 the loss is :func:`distillation_loss` on the same augmented batch."""
     flush_subnormals(model, opt)
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per batch
     count = 0
-    loss_fn = nn.CrossEntropyLoss()
+    distill = teacher is not None and cfg.distill > 0
+    if distill:
+        teacher.eval()
     precision = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else nullcontext
     with flush_to_zero():
         for xb, yb in batches(x, y, cfg.batch_size, shuffle=True, generator=generator):
@@ -129,7 +165,12 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset,
             targets = yb.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             with precision():
-                loss = loss_fn(model(inputs), targets)
+                if distill:
+                    with torch.no_grad():
+                        soft = teacher(inputs)
+                    loss = distillation_loss(model(inputs), targets, soft, cfg.distill, cfg.temperature)
+                else:
+                    loss = F.cross_entropy(model(inputs), targets)
             loss.backward()
             opt.step()
             total += loss.detach().double() * len(yb)

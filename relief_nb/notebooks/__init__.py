@@ -8,6 +8,7 @@ May import: :mod:`relief_nb.sweeps` and everything below it.
 from .api import (
     NOTEBOOKS,
     TABLES,
+    AlphaExplorer,
     Session,
     alpha_sweep,
     check_parameters,
@@ -18,5 +19,5 @@ from .api import (
     summary_table,
 )
 
-__all__ = ["NOTEBOOKS", "TABLES", "Session", "alpha_sweep", "check_parameters", "gather_results", "plot_sweep",
+__all__ = ["NOTEBOOKS", "TABLES", "AlphaExplorer", "Session", "alpha_sweep", "check_parameters", "gather_results", "plot_sweep",
            "run_sweep_notebook", "start", "summary_table"]

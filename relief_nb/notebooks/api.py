@@ -8,8 +8,9 @@ grid), :mod:`relief_nb.notebooks.batch` (papermill execution for the command lin
 from ..reporting.tables import alpha_sweep, gather_results, summary_table
 from ..sweeps.sweep import from_notebook as run_sweep_notebook
 from ..sweeps.sweep import plot_sweep
+from .explorer import AlphaExplorer
 from .session import Session, start
 from .specs import NOTEBOOKS, TABLES, check_parameters
 
-__all__ = ["NOTEBOOKS", "TABLES", "Session", "alpha_sweep", "check_parameters", "gather_results", "plot_sweep",
+__all__ = ["NOTEBOOKS", "TABLES", "AlphaExplorer", "Session", "alpha_sweep", "check_parameters", "gather_results", "plot_sweep",
            "run_sweep_notebook", "start", "summary_table"]

@@ -51,6 +51,7 @@ __all__ = [
     "display_name",
     "layer_scores",
     "plot_accuracy_vs_parameters",
+    "plot_alpha_effect",
     "plot_alpha_rule",
     "plot_input_pixel_map",
     "plot_layer_sparsity",
@@ -223,6 +224,44 @@ def plot_alpha_rule(unit_scores: torch.Tensor, alpha: float, title: str = "", ma
     ax.set_title(_heading(subject, f"NNrelief alpha rule, alpha = {alpha:g} (dashed)")
                  + f"\nkeeps {kept} of {len(s)} incoming connections (blue), drops {len(s) - kept} (grey)")
     return _finish(fig, mark, [ax])
+
+
+def plot_alpha_effect(effect: pd.DataFrame, alpha: float | None = None, network: str | None = None,
+                      mark: str | None = None) -> plt.Figure:
+    """What one NNrelief pass does at each alpha (no retraining): the share of every layer's connections kept
+    (left) and the accuracy left on an evaluation batch (right), one point per alpha; ``alpha`` is highlighted.
+
+    ``effect``: one row per alpha and layer with ``alpha``, ``layer``, ``kept_pct`` and ``accuracy_pct`` (and
+    ``dense_accuracy_pct``), as :class:`relief_nb.notebooks.AlphaExplorer` computes it."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    for layer, df in effect.groupby("layer", sort=False):
+        left.plot(df.alpha, df.kept_pct, marker="o", ms=4, label=str(layer))
+    per_alpha = effect.drop_duplicates("alpha")
+    right.plot(per_alpha.alpha, per_alpha.accuracy_pct, marker="o", ms=4, color="tab:red",
+               label="after one pass, before retraining")
+    right.axhline(per_alpha.dense_accuracy_pct.iloc[0], color="0.4", ls="--", lw=0.8, label="dense")
+    if alpha is not None:
+        row = per_alpha[np.isclose(per_alpha.alpha, alpha)]
+        for ax in (left, right):
+            ax.axvline(alpha, color="0.2", lw=1.2, alpha=0.6)
+        if len(row):
+            right.plot(row.alpha, row.accuracy_pct, marker="o", ms=9, color="tab:red")
+    left.set_yscale("log")
+    left.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    left.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g} %"))
+    left.set_xlabel("alpha (the share of each unit's signal its kept connections carry)")
+    left.set_ylabel("connections kept (% of the layer; log scale)")
+    left.legend(title="layer", fontsize=8)
+    right.set_xlabel("alpha")
+    right.set_ylabel("accuracy on the evaluation batch (%)")
+    right.legend(fontsize=8, loc="lower right")
+    chosen = f", alpha = {alpha:g}" if alpha is not None else ""
+    left.set_title(_heading(display_name(network), f"connections kept by one pass{chosen}"))
+    if alpha is not None and len(row):
+        right.set_title(f"accuracy {row.accuracy_pct.iloc[0]:.1f} % (dense {row.dense_accuracy_pct.iloc[0]:.1f} %)")
+    else:
+        right.set_title("accuracy left by one pass, before retraining")
+    return _finish(fig, mark, [left, right])
 
 
 def plot_input_pixel_map(model: nn.Module, shape: tuple[int, int] = (28, 28), title: str = "",

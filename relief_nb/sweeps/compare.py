@@ -80,8 +80,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     experiments: dict[str, Any] = {}
     for item in args.experiments:
         label, sep, folder = item.partition("=")
-        if not sep or not label or not folder:
-            raise ValueError(f"{item!r}: write LABEL=FOLDER, e.g. paper=results/runs/<name>")
+        if not sep:  # a bare folder is labelled by its name (its experiment's, for a seed_* folder)
+            path = Path(item.rstrip("/"))
+            label, folder = (path.parent.name if path.name.startswith("seed_") else path.name), item
+        if not label or not folder:
+            raise ValueError(f"{item!r}: write FOLDER or LABEL=FOLDER, e.g. paper=results/runs/<name>")
+        if label in experiments:
+            raise ValueError(f"two experiments are labelled {label!r}: write LABEL=FOLDER for each")
         experiments[label] = folder
     print(compare_report(experiments, args.iterations, args.at), end="")
     return 0
@@ -93,8 +98,9 @@ def add_compare_command(sub: Any) -> None:
                        description="Compare run folders that are not one grid (e.g. options beyond the paper "
                        "against its setting): mean ± std over each folder's seeds at every iteration, and the "
                        "error at equal compression, as markdown. Nothing is trained.")
-    p.add_argument("experiments", nargs="+", metavar="LABEL=FOLDER",
-                   help="results/runs/<name> (its seed_* runs) or one seed_* folder")
+    p.add_argument("experiments", nargs="+", metavar="[LABEL=]FOLDER",
+                   help="results/runs/<name> (its seed_* runs) or one seed_* folder; labelled by its name unless "
+                        "LABEL= is given")
     p.add_argument("--iterations", nargs="+", type=int, help="only these iterations in the first table")
     p.add_argument("--at", nargs="+", type=float, help="compressions of the second table (default 2x to 500x)")
     p.set_defaults(func=_cmd_compare)

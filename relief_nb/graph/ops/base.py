@@ -108,6 +108,16 @@ class WalkerBase:
         self.back[node.name] = lambda need, ins=ins: [(a, None) for a in ins]
         self.links[node.name] = ("opaque", ins)
 
+    def read_whole(self, node: fx.Node, why: str) -> None:
+        """What cannot be followed unit by unit but can be read whole (:meth:`opaque`): every unit reaching ``node``
+        is kept and its output carries none, so pruning goes on around it (the layers before and after still lose
+        connections). Listed in the pass's report (``kept_whole``, the rows of ``layer_table``) with ``why``."""
+        self.opaque(node)
+        stack = node.meta.get("nn_module_stack")
+        holder = f"{list(stack)[-1]}: " if stack else ""
+        target = getattr(node.target, "__name__", str(node.target))
+        self.kept_whole[f"{holder}{target} (fx node {node.name})"] = f"{why}{_source_line(node)}"
+
     def need_axis(self, node: fx.Node, val: UnitMap, axis: int, ndim: int) -> None:
         if not val.is_fixed and val.axis % ndim != axis % ndim:
             self.refuse(node, f"it needs the units on dim {axis}, but they are on dim {val.axis}")

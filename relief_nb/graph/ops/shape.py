@@ -1,6 +1,8 @@
 """Shape operations: ``flatten`` / ``view`` / ``reshape`` / ``transpose`` / ``permute`` / indexing of non-unit
 dims / reductions over positions: positions move, units are re-indexed (a Linear after a flattened conv map reads
-``H W`` features per channel); padding of the channel axis (option-A shortcuts) shifts them."""
+``H W`` features per channel); padding of the channel axis (option-A shortcuts) shifts them. A reshape that splits
+the unit axis over several dims (attention heads, a channel shuffle written as view/transpose/view) is read whole:
+the units reaching it are kept, and it is listed in the pass's report."""
 
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ class ShapeOps(WalkerBase):
                 if bool((cand.reshape(cand.shape[0], -1) == first).all()):
                     axis, line = d + 1, first.reshape(-1)
                     break
-            if line is None:
-                self.refuse(node, "a reshape that splits or mixes the unit axis")
+            if line is None:  # attention's heads, a view/transpose/view channel shuffle: kept whole, said so
+                self.read_whole(node, "a reshape splits the unit axis over several dims (attention heads, a channel "
+                                      "shuffle): the units reaching it are kept")
+                return
         cmap = {s: idx[line] for s, idx in val.cmap.items()}
         self.vals[node.name] = UnitMap(axis, cmap, val.merged[line], val.fixed[line], val.offset)
         n = in_shape[a]
