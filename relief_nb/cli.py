@@ -57,6 +57,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     params = parse_assignments(args.param)
     if args.model:
         params["model"] = args.model  # a factory "package.module:function" or a registered name
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:  # as `python -m` does: modules beside you import
+            sys.path.insert(0, str(Path.cwd()))
     data = None
     if args.data:
         data = args.data  # a folder of your own (IDX files or train/<class>/, test/<class>/ images) or a file
@@ -113,32 +115,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="experiments, profiles, models, data sets and notebooks")
     p.set_defaults(func=_cmd_list)
     p = sub.add_parser("fetch", help="download a data set (checksums verified)")
-    p.add_argument("dataset")
-    p.add_argument("--data-dir", default=str(paths.default_data_dir()))
+    p.add_argument("dataset", help="mnist, cifar10, cifar100 or tiny-imagenet (relief-nb list)")
+    p.add_argument("--data-dir", default=str(paths.default_data_dir()),
+                   help="where data sets live (default: %(default)s)")
     p.set_defaults(func=_cmd_fetch)
     p = sub.add_parser("run", help="run (or resume) one experiment without a notebook",
                        description="Run or resume one experiment: a preset (relief-nb list) sized by --profile, "
                                    "with -p overrides; --model and --data swap in a network and data of your own "
                                    "(the preset then gives the method's and the schedule's settings).")
     p.add_argument("experiment", help="a preset, e.g. lenet300-mnist")
-    p.add_argument("--model", help="a model factory 'package.module:function' (called with num_classes, "
-                                   "input_shape or in_channels if it declares them) or a registered model")
+    p.add_argument("--model", help="a model factory 'package.module:function' (a module in the working directory "
+                                   "or on PYTHONPATH; called with num_classes, input_shape or in_channels if it "
+                                   "declares them) or a registered model")
     p.add_argument("--data", help="data of your own: a folder (MNIST's IDX files, or train/<class>/*.png and "
                                   "test/<class>/*.png) or a .pt / .npz file with train_x, train_y, test_x, test_y "
                                   "(images, sequences, volumes or integer token ids; a .pt dict may add "
                                   "inputs='as_is'); the run is labelled by its name (-p dataset=...)")
-    p.add_argument("--profile", default="cpu")
-    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--data-dir", default=str(paths.default_data_dir()))
+    p.add_argument("--profile", default="cpu", help="smoke (minutes), cpu (default) or paper (the paper's schedule)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="any setting by its flat name, e.g. -p alpha_fc=0.9 -p retrain_epochs=5 (repeatable)")
+    p.add_argument("--data-dir", default=str(paths.default_data_dir()),
+                   help="where data sets live (default: %(default)s)")
     p.add_argument("--results-dir", default=str(paths.default_results_dir()),
                    help="the run goes to RESULTS_DIR/runs/<run name> (RESULTS_DIR/smoke/runs for --profile smoke)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (a line per finished iteration stays)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("migrate", help="move run folders of an older layout to <experiment>/seed_<k>/ (no training)")
-    p.add_argument("--data-dir", default=str(paths.default_data_dir()))
-    p.add_argument("--results-dir", default=str(paths.default_results_dir()))
+    p.add_argument("--data-dir", default=str(paths.default_data_dir()),
+                   help="where data sets live (default: %(default)s)")
+    p.add_argument("--results-dir", default=str(paths.default_results_dir()),
+                   help="the results folder whose runs/ and smoke/runs/ are migrated (default: %(default)s)")
     p.set_defaults(func=_cmd_migrate)
     p = sub.add_parser("repair", help="rebuild a damaged run folder from its last finished iteration (no training)",
                        description="Rebuild what a damaged run folder lost, keeping everything intact: a corrupt "
@@ -146,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "finished iteration (iterations/XX/); metrics.csv, metrics.json and layers.csv are "
                                    "rewritten. Then rerun the run's command to go on.")
     p.add_argument("folder", help="the run folder an error message named")
-    p.add_argument("--data-dir", default=str(paths.default_data_dir()))
+    p.add_argument("--data-dir", default=str(paths.default_data_dir()),
+                   help="where the run's data set lives, to rebuild its model (default: %(default)s)")
     p.set_defaults(func=_cmd_repair)
     add_notebook_commands(sub)
     add_sweep_command(sub)

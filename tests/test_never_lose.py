@@ -280,3 +280,28 @@ def test_an_empty_results_file_is_named_and_rebuilt(tmp_path, capsys):
 def test_migrate_says_when_there_is_nothing_to_do(tmp_path, capsys):
     assert main(["migrate", "--results-dir", str(tmp_path)]) == 0
     assert "nothing to migrate" in capsys.readouterr().out
+
+
+def test_a_model_module_in_the_working_directory_imports_without_pythonpath(tmp_path, monkeypatch, capsys):
+    import sys
+
+    (tmp_path / "my_nets_for_cli.py").write_text(
+        "from torch import nn\n\ndef make_net(num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, num_classes))\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    rc = main(["run", "lenet300-mnist", "--profile", "smoke", "-p", "synthetic=True", "-p", "iterations=1",
+               "--model", "my_nets_for_cli:make_net", "--results-dir", str(tmp_path / "results"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+
+
+def test_every_option_of_every_command_has_its_help():
+    import argparse
+
+    from relief_nb.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) >= {"list", "fetch", "run", "sweep", "compare", "notebook", "reproduce", "repair", "migrate"}
+    missing = [f"{name} {a.option_strings or a.dest}" for name, sub in commands.items() for a in sub._actions
+               if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert not missing, missing

@@ -178,7 +178,8 @@ def add_notebook_commands(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(command, help=helptext)
         if command == "notebook":
             p.add_argument("names", nargs="*", help=f"notebooks: {', '.join(NOTEBOOKS)}")
-            p.add_argument("--all", action="store_true")
+            p.add_argument("--all", action="store_true", help="every notebook (the tour, the tables, the sweep and the "
+                                                               "summary)")
             p.add_argument("--gallery", metavar="DIR",
                            help="rebuild the gallery: write DIR/<name>.ipynb (the committed notebooks/ folder), each "
                                 "in its gallery profile unless --profile is given; --data-dir/--results-dir when "
@@ -191,7 +192,8 @@ def add_notebook_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--profile", default=None if command == "notebook" else "cpu",
                        help=f"one of {', '.join(PROFILES)} (default: cpu"
                             f"{'; with --gallery, each notebook its own' if command == 'notebook' else ''})")
-        p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
+        p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="a notebook parameter, e.g. -p alpha_fc=0.9 -p seed=1 (repeatable)")
         p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
         p.add_argument("--data-dir", default=None, help=f"where data sets live (default: {paths.default_data_dir()}"
                        f"{'; with --gallery, given: written into the notebooks' if command == 'notebook' else ''})")

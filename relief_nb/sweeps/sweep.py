@@ -295,9 +295,9 @@ def add_sweep_command(sub: Any) -> None:
                        "profile). Exit code 1 if any run failed.")
     p.add_argument("grid", nargs="?", help="a TOML grid file (e.g. sweeps/lenet300-mnist.toml)")
     p.add_argument("--experiment", nargs="+", help="preset name(s), e.g. lenet300-mnist")
-    p.add_argument("--alpha-conv", nargs="+", type=float)
-    p.add_argument("--alpha-fc", nargs="+", type=float)
-    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--alpha-conv", nargs="+", type=float, help="alpha(s) of the conv layers, in (0, 1] (an axis)")
+    p.add_argument("--alpha-fc", nargs="+", type=float, help="alpha(s) of the linear layers, in (0, 1] (an axis)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds (an axis; default 0)")
     p.add_argument("--methods", nargs="+", help=f"any of {', '.join(list_methods())} (default: relief)")
     p.add_argument("--profile", help="paper, cpu (default) or smoke")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
@@ -310,9 +310,11 @@ def add_sweep_command(sub: Any) -> None:
     p.add_argument("--runs-per-gpu", type=int, help="runs sharing one GPU at a time on the default local cluster "
                    "(dask-cuda's LocalCUDACluster, chosen when CUDA is present; default 1)")
     p.add_argument("--device", help="auto (default), cpu, cuda")
-    p.add_argument("--data-dir", default=str(paths.default_data_dir()))
-    p.add_argument("--results-dir", default=str(paths.default_results_dir()))
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--data-dir", default=str(paths.default_data_dir()),
+                   help="where data sets live (default: %(default)s)")
+    p.add_argument("--results-dir", default=str(paths.default_results_dir()),
+                   help="runs go to RESULTS_DIR/runs, tables to RESULTS_DIR/sweeps/<name> (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epochs over all runs)")
     p.add_argument("--collect", action="store_true",
                    help="run nothing: write the tables and figures from what the run folders hold now "
                    "(unfinished runs count with the iterations they have finished)")
