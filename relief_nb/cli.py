@@ -99,7 +99,8 @@ def _cmd_repair(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder)
     if not (folder / "config.json").exists():
-        raise ValueError(f"{folder} is not a run folder (no config.json); give the folder an error message named")
+        raise ValueError(f"{folder} is not a run folder (no config.json); give the run folder that the error "
+                         "message named")
     print(Run.at(folder, data_dir=args.data_dir).repair())
     return 0
 

@@ -10,6 +10,7 @@ import json
 import os
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ class Checkpoints:
     """The part of :class:`~relief_nb.experiments.run.Run` that saves and restores ``checkpoint.pt``."""
 
     folder: Path
+    iteration_folder: Callable[[int], Path]
     model: torch.nn.Module
     generator: torch.Generator
     device: torch.device
@@ -122,7 +124,7 @@ class Checkpoints:
         complete folder."""
         from .results import json_row
 
-        folder = self.folder / "iterations" / f"{k:02d}"
+        folder = self.iteration_folder(k)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_save(self.model.state_dict(), folder / "model.pt")
         atomic_save(self._rng_states(), folder / "rng.pt")
@@ -177,7 +179,7 @@ class Checkpoints:
         layers: list[dict] = []
         rng = None
         for k in itertools.count():
-            folder = self.folder / "iterations" / f"{k:02d}"
+            folder = self.iteration_folder(k)
             try:
                 row = json.loads((folder / "metrics.json").read_text())
                 weights = torch.load(folder / "model.pt", map_location="cpu")

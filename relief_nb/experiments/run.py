@@ -229,8 +229,7 @@ class Run(RunFolder, RunInputs, Checkpoints, RunResults):
         if self.config.schedule.retrain.distill == 0:
             return None
         if self._teacher_model is None:
-            teacher = self._build_model(self._data()).to(self.device, memory_format=torch.channels_last)
-            load_pruned_state_dict(teacher, torch.load(self.iteration_folder(0) / "model.pt", map_location=self.device))
+            teacher = self.load_model(0).to(self.device, memory_format=torch.channels_last)
             self._teacher_model = teacher.eval().requires_grad_(False)
         return self._teacher_model
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -76,13 +76,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
-        for name in ("distill", "temperature"):  # added later: left out at their defaults, so that the names of
-            if d[name] == _DEFAULT_STAGE_EXTRAS[name]:  # runs made before them are unchanged
-                del d[name]
+        for f in fields(self):  # added later: left out at their defaults, so that the names of runs made before
+            if f.name in ("distill", "temperature") and d[f.name] == f.default:  # them are unchanged
+                del d[f.name]
         return d
-
-
-_DEFAULT_STAGE_EXTRAS = {"distill": 0.0, "temperature": 4.0}
 
 
 def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None = None,

@@ -129,9 +129,11 @@ def _dashboard(client: Client) -> str | None:
 def epochs_planned(config: ExperimentConfig) -> int:
     """The training epochs a run makes: pretraining (none for a baseline, which starts from its reference's
     pretrained model) and every iteration's retraining (fewer if a target or tolerance stops it early)."""
-    schedule = config.schedule
-    pretrain = 0 if config.method.reference is not None else schedule.pretrain.epochs
-    return pretrain + schedule.iterations * schedule.retrain.epochs
+    return _pretrain_epochs(config) + config.schedule.iterations * config.schedule.retrain.epochs
+
+
+def _pretrain_epochs(config: ExperimentConfig) -> int:
+    return 0 if config.method.reference is not None else config.schedule.pretrain.epochs
 
 
 def epochs_done(folder: str | os.PathLike, config: ExperimentConfig) -> int:
@@ -144,10 +146,9 @@ def epochs_done(folder: str | os.PathLike, config: ExperimentConfig) -> int:
         return 0
     if saved.get("done"):
         return epochs_planned(config)
-    pretrain = 0 if config.method.reference is not None else config.schedule.pretrain.epochs
     if saved.get("phase") == "pretrain":
         return int(saved.get("epoch", 0))
-    before = pretrain + (int(saved.get("iteration", 1)) - 1) * config.schedule.retrain.epochs
+    before = _pretrain_epochs(config) + (int(saved.get("iteration", 1)) - 1) * config.schedule.retrain.epochs
     return before + (int(saved.get("epoch", 0)) if saved.get("phase") == "retrain" else 0)
 
 
